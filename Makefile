@@ -1,0 +1,37 @@
+# livedump: the two commands a newcomer needs are `make test-qemu` and `make test`.
+# Both install what they need first (Debian packages, .venv) through `setup`.
+
+PYTHON := .venv/bin/python
+HARNESS := $(PYTHON) -m harness
+# Extra harness options, e.g. make test-qemu HARNESS_ARGS="--accel tcg -v"
+HARNESS_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: all setup test test-unit test-qemu lint crash-extension clean-artifacts help
+
+all: help
+
+help:
+	@echo "make setup      install Debian packages and the Python venv (idempotent)"
+	@echo "make test       unit tests and QEMU integration tests (what CI runs)"
+	@echo "make test-qemu  build the pinned kernel with the series, boot it, run the end-to-end test"
+	@echo "make lint       ruff on the Python code, checkpatch --strict on the kernel series"
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PYTHON) -m pytest $(PYTEST_ARGS) tests
+
+test-unit: setup
+	$(PYTHON) -m pytest $(PYTEST_ARGS) -m "not qemu" tests
+
+test-qemu: setup
+	$(HARNESS) test $(HARNESS_ARGS)
+
+lint: setup
+	$(PYTHON) -m ruff check harness tests
+	@bash scripts/checkpatch-series.sh
+
+clean-artifacts:
+	rm -rf artifacts
