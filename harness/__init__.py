@@ -1,0 +1,1 @@
+"""livedump test harness: pinned kernel source, series, config, build, rootfs, QEMU."""

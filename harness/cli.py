@@ -1,0 +1,181 @@
+"""``python -m harness``: the command line.
+
+Every subcommand makes a run directory under ``artifacts/`` (or
+``--artifacts DIR``) holding the exact command lines, logs and result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from . import patches as patches_mod
+from . import source as source_mod
+from .artifacts import Run
+from .console import Timeouts
+from .errors import HarnessError
+from .pipeline import DEFAULT_FRAGMENTS, Options, Pipeline, say
+from .runner import Runner
+from .settings import LOCK_FILE, SERIES_DIR, Paths
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("common options")
+    g.add_argument("-v", "--verbose", action="store_true", help="print every host command as it runs")
+    g.add_argument("--dry-run", action="store_true", help="print the commands that would change things, run none")
+    g.add_argument("--artifacts", type=Path, metavar="DIR", help="where run directories go (default: artifacts/)")
+    g.add_argument("--kernel-src", type=Path, metavar="PATH",
+                   help="build this kernel tree as it is instead of the pinned source + series")
+    g.add_argument("--fragments", default=",".join(DEFAULT_FRAGMENTS),
+                   help="comma-separated config fragments from harness/fragments (default: %(default)s)")
+    g.add_argument("--debug-kernel", action="store_true", help="add the debug fragment (lockdep, KASAN, ...)")
+    g.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
+    g.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="QEMU accelerator; auto probes KVM for real and falls back to TCG")
+    g.add_argument("--smp", type=int, default=2)
+    g.add_argument("--memory", default="512M")
+    g.add_argument("--boot-timeout", type=float, default=Timeouts.boot, metavar="S")
+    g.add_argument("--command-timeout", type=float, default=Timeouts.command, metavar="S")
+    g.add_argument("--run-timeout", type=float, default=Timeouts.run, metavar="S")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _common(p)
+        return p
+
+    p = add("source", "obtain, verify and extract the pinned kernel source")
+    p.add_argument("--repin", action="store_true",
+                   help="pin the newest linux-source-6.1 in the archive (the series must still apply)")
+    p = add("patches", "apply the series to the kernel git tree, or export the tree's commits as the series")
+    p.add_argument("action", choices=("apply", "export"))
+    add("config", "write and verify the kernel .config from the fragments")
+    add("build", "build the kernel (bzImage, vmlinux, uapi headers)")
+    add("rootfs", "build the guest initramfs")
+    add("boot", "boot the guest and attach an interactive console (Ctrl-] to leave)")
+    p = add("run", "boot the guest, run one shell command, exit with its status")
+    p.add_argument("guest_command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    add("test", "end to end: build, boot, check the guest runs the built kernel")
+    return parser
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    fragments = tuple(f for f in args.fragments.split(",") if f)
+    if args.debug_kernel and "debug" not in fragments:
+        fragments += ("debug",)
+    return Options(fragments=fragments, kernel_src=args.kernel_src.resolve() if args.kernel_src else None,
+                   accel=args.accel, jobs=args.jobs, smp=args.smp, memory=args.memory,
+                   timeouts=Timeouts(boot=args.boot_timeout, command=args.command_timeout, run=args.run_timeout))
+
+
+def cmd_source(p: Pipeline, args) -> int:
+    if args.repin:
+        def check_series(src: Path) -> None:
+            tree = patches_mod.make_tree(src, p.paths.trees / src.name, p.runner)
+            patches_mod.apply(tree, patches_mod.parse_series(SERIES_DIR), p.runner)
+
+        lock = source_mod.repin(LOCK_FILE, p.paths, p.runner, check_series)
+        say(f"pinned {lock.package} {lock.version} (kernel {lock.kernel_release}, sha256 {lock.sha256})")
+        return 0
+    print(p.source())
+    return 0
+
+
+def cmd_patches(p: Pipeline, args) -> int:
+    if args.action == "apply":
+        print(p.tree())
+        return 0
+    tree = p.options.kernel_src or (p.paths.trees / p.source().name)
+    written = patches_mod.export(tree, SERIES_DIR, p.runner)
+    say(f"exported {len(written)} patches to {SERIES_DIR}")
+    return 0
+
+
+def cmd_config(p: Pipeline, args) -> int:
+    print(p.configure().config)
+    return 0
+
+
+def cmd_build(p: Pipeline, args) -> int:
+    result = p.build()
+    print(result.vmlinux)
+    return 0
+
+
+def cmd_rootfs(p: Pipeline, args) -> int:
+    print(p.rootfs())
+    return 0
+
+
+def cmd_boot(p: Pipeline, args) -> int:
+    console = p.boot()
+    say(f"guest {console.release} is up; serial log in {p.run.path('serial.log')}. Ctrl-] leaves.")
+    try:
+        console.child.send("stty echo; PS1='livedump-guest# '\n")
+        console.interact()
+    finally:
+        console.close()
+    return 0
+
+
+def cmd_run(p: Pipeline, args) -> int:
+    words = args.guest_command[1:] if args.guest_command[:1] == ["--"] else args.guest_command
+    if not words:
+        raise HarnessError("run", "no command given: python -m harness run -- COMMAND")
+    command = " ".join(words)
+    with p.boot() as console:
+        with p.run.stage("command"):
+            result = console.run(command)
+    if result.output:
+        print(result.output)
+    p.run.facts["guest_command"] = {"command": command, "status": result.status}
+    return result.status
+
+
+def cmd_test(p: Pipeline, args) -> int:
+    kernel = p.build()
+    with p.boot() as console:
+        with p.run.stage("uname"):
+            uname = console.run("uname -r", check=True).output.strip()
+    if uname != kernel.release:
+        raise HarnessError("test", f"guest `uname -r` says {uname!r}, the build is {kernel.release!r}")
+    print(f"guest runs the pinned kernel: uname -r = {uname}")
+    return 0
+
+
+COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, "build": cmd_build,
+            "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test}
+
+
+def report(error: HarnessError) -> None:
+    print(f"harness: {error.stage}: {error.message}", file=sys.stderr)
+    if error.detail:
+        print(textwrap.indent(error.detail.rstrip(), "    "), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = Paths.from_env()
+    run = Run.create(args.artifacts or paths.artifacts, args.command)
+    runner = Runner(log_path=run.commands_log, verbose=args.verbose, dry_run=args.dry_run)
+    try:
+        pipeline = Pipeline(run, options_from(args), paths=paths, runner=runner)
+        status = COMMANDS[args.command](pipeline, args)
+    except HarnessError as e:
+        report(e)
+        run.finish("error", f"{e.stage}: {e.message}")
+        print(f"harness: artifacts in {run.directory}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        run.finish("interrupted")
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    run.finish("pass" if status == 0 else "fail")
+    return status

@@ -1,0 +1,172 @@
+"""The stages in order — source, tree, config, build, rootfs, boot — with caching.
+
+The CLI and the integration tests both go through :class:`Pipeline`, so a test
+boots exactly what ``make test-qemu`` boots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import build as build_mod
+from . import kconfig, patches, qemu, rootfs, source
+from .artifacts import Run
+from .console import GuestConsole, Timeouts
+from .errors import HarnessError
+from .runner import Runner
+from .settings import FRAGMENTS_DIR, LOCK_FILE, SERIES_DIR, Paths
+
+DEFAULT_FRAGMENTS = ("base", "livedump")
+
+
+@dataclass
+class Options:
+    fragments: tuple[str, ...] = DEFAULT_FRAGMENTS
+    kernel_src: Path | None = None  # a git tree used as it is, instead of the pinned source
+    accel: str = "auto"
+    jobs: int | None = None
+    smp: int = 2
+    memory: str = "512M"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+def say(msg: str) -> None:
+    print(f"harness: {msg}", file=sys.stderr)
+
+
+class Pipeline:
+    def __init__(self, run: Run, options: Options, *, paths: Paths | None = None, runner: Runner | None = None):
+        self.run = run
+        self.options = options
+        self.paths = paths or Paths.from_env()
+        self.runner = runner or Runner(log_path=run.commands_log)
+        self._tree: Path | None = None
+        self._build: build_mod.BuildResult | None = None
+        self._accel: qemu.AccelChoice | None = None
+
+    # -- source and tree -------------------------------------------------
+    def lock(self) -> source.Lock:
+        return source.load_lock(LOCK_FILE)
+
+    def source(self) -> Path:
+        if self.options.kernel_src is not None:
+            return self.options.kernel_src
+        with self.run.stage("source"):
+            lock = self.lock()
+            path = source.obtain(lock, self.paths, self.runner)
+            self.run.facts["source"] = {"package": lock.package, "version": lock.version, "sha256": lock.sha256}
+        return path
+
+    def series(self) -> patches.Series:
+        return patches.parse_series(SERIES_DIR)
+
+    def tree(self) -> Path:
+        """The git tree to build: the user's (--kernel-src), or the pinned one with the series."""
+        if self._tree is not None:
+            return self._tree
+        if self.options.kernel_src is not None:
+            tree = self.options.kernel_src
+            if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
+                raise HarnessError("source", f"{tree} does not look like a kernel source tree")
+        else:
+            pristine = self.source()
+            with self.run.stage("patches"):
+                tree = patches.make_tree(pristine, self.paths.trees / pristine.name, self.runner)
+                series = self.series()
+                state = patches.apply(tree, series, self.runner)
+                say(f"series ({len(series.patches)} patches): {state} in {tree}")
+                self.run.facts["series"] = {"patches": [p.name for p in series.patches], "state": state}
+        self._tree = tree
+        return tree
+
+    # -- config and build ------------------------------------------------
+    def fragment_paths(self) -> list[Path]:
+        return [FRAGMENTS_DIR / f"{name}.config" for name in self.options.fragments]
+
+    def build_dir(self) -> Path:
+        tree = self.tree()
+        if self.options.kernel_src is None:
+            tag = tree.name
+        else:
+            tag = "tree-" + hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:12]
+        return self.paths.builds / f"{tag}-{'+'.join(self.options.fragments)}"
+
+    def configure(self) -> kconfig.ConfigResult:
+        tree = self.tree()
+        build_dir = self.build_dir()
+        with self.run.stage("config"):
+            result = kconfig.configure(tree, build_dir, self.fragment_paths(), build_mod.make_vars(), self.runner,
+                                       log=self.run.path("config.log"))
+        if result.config.is_file():
+            shutil.copyfile(result.config, self.run.path("config"))
+        say(f"config {'updated' if result.changed else 'unchanged'}: {result.config}")
+        return result
+
+    def build(self) -> build_mod.BuildResult:
+        if self._build is not None:
+            return self._build
+        config = self.configure()
+        tree = self.tree()
+        identity = patches.tree_identity(tree, self.runner) if (tree / ".git").exists() else str(tree)
+        series_digest = self.series().digest if self.options.kernel_src is None else ""
+        mvars = build_mod.make_vars()
+        key = build_mod.build_key(identity, series_digest, config.config, mvars) if not self.runner.dry_run else ""
+        with self.run.stage("build"):
+            result = build_mod.build(tree, config.config.parent, key, self.runner, self.run.path("build.log"),
+                                     jobs=self.options.jobs, mvars=mvars)
+        say(f"kernel {result.release} {'built' if result.rebuilt else 'up to date'}: {result.bzimage}")
+        self.run.facts["kernel"] = {"release": result.release, "bzImage": str(result.bzimage),
+                                    "vmlinux": str(result.vmlinux), "rebuilt": result.rebuilt}
+        self._build = result
+        return result
+
+    # -- guest -----------------------------------------------------------
+    def rootfs(self) -> Path:
+        kernel = self.build()
+        tool_helpers, tool_scripts = rootfs.livedump_tool(kernel.headers)
+        if not tool_scripts:
+            say(f"no linux/livedump.h in {kernel.headers}: the guest gets no livedump tool")
+        spec = rootfs.RootfsSpec(helpers=rootfs.default_helpers() + tool_helpers, scripts=tool_scripts,
+                                 include_dirs=(kernel.headers,))
+        with self.run.stage("rootfs"):
+            out = rootfs.build(spec, self.run.path("initramfs.cpio"), self.runner)
+        return out
+
+    def accel(self, kernel: Path) -> qemu.AccelChoice:
+        if self._accel is None:
+            self._accel = qemu.choose_accel(self.options.accel, kernel, warn=say)
+            self.run.facts["accel"] = {"used": self._accel.accel, "why": self._accel.reason}
+        return self._accel
+
+    def qemu_config(self, disks: tuple[qemu.Disk, ...] = ()) -> qemu.QemuConfig:
+        kernel = self.build()
+        initrd = self.rootfs()
+        qemu.require_qemu()
+        accel = self.accel(kernel.bzimage)
+        return qemu.QemuConfig(kernel=kernel.bzimage, initrd=initrd, accel=accel.accel, smp=self.options.smp,
+                               memory=self.options.memory, disks=disks,
+                               qmp_socket=self.run.path("qmp.sock"))
+
+    def boot(self, disks: tuple[qemu.Disk, ...] = (), *, interactive: bool = False) -> GuestConsole:
+        config = self.qemu_config(disks)
+        for disk in disks:
+            disk.create()
+        argv = config.argv()
+        self.runner.record(argv)
+        console = GuestConsole(argv, serial_log=self.run.path("serial.log"),
+                               stderr_log=self.run.path("qemu-stderr.log"), timeouts=self.options.timeouts)
+        try:
+            with self.run.stage("boot"):
+                release = console.wait_ready()
+        except BaseException:
+            console.close()
+            raise
+        kernel = self.build()
+        if kernel.release and release != kernel.release:
+            console.close()
+            raise HarnessError("boot", f"guest runs {release}, but the build is {kernel.release}")
+        return console
