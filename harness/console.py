@@ -133,11 +133,12 @@ class GuestConsole:
             return "run", max(left_in_run, 0.0)
         return which, seconds
 
-    def _expect(self, pattern: re.Pattern | str, which: str, seconds: float, waiting_for: str) -> str:
+    def _expect(self, pattern: re.Pattern | str, which: str, seconds: float, waiting_for: str,
+                since: float | None = None) -> str:
         """Wait for pattern; raise on EOF, an oops marker, or the named timeout."""
         pexpect = self._pexpect
         name, limit = self._deadline(which, seconds)
-        start = time.monotonic()
+        start = time.monotonic() if since is None else since  # since: when the whole wait began
         patterns = [pattern, pexpect.EOF, pexpect.TIMEOUT]
         if self.check_oops:
             patterns.insert(1, _OOPS)
@@ -151,13 +152,14 @@ class GuestConsole:
                                f"(exit status {self.child.wait() if not self.child.isalive() else '?'})",
                                detail="last console lines:\n" + self.log.tail())
         if matched is _OOPS:
+            # Take the marker before the next expect() replaces child.match.
+            marker = self.child.match.group(0) if hasattr(self.child.match, "group") else "oops"
             # Let the rest of the report reach the log before we show it.
             try:
                 self.child.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=2)
             except Exception:
                 pass
-            raise GuestCrashed(self.child.match.group(0) if hasattr(self.child.match, "group") else "oops",
-                               self.log.tail())
+            raise GuestCrashed(marker, self.log.tail())
         return self.child.before
 
     def wait_ready(self) -> str:
@@ -181,8 +183,9 @@ class GuestConsole:
         limit = timeout or self.timeouts.command
         started = time.monotonic()
         what = f"`{command}` to finish"
-        self._expect(begin_pattern, "command", limit, what)
-        before = self._expect(end_pattern, "command", max(limit - (time.monotonic() - started), 0.0), what)
+        self._expect(begin_pattern, "command", limit, what, since=started)
+        before = self._expect(end_pattern, "command", max(limit - (time.monotonic() - started), 0.0), what,
+                              since=started)
         status = int(self.child.match.group(1))
         output = before.replace("\r", "").strip("\n")
         result = CommandResult(command, status, output)

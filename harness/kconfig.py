@@ -33,6 +33,7 @@ class Request:
     symbol: str  # without the CONFIG_ prefix
     value: str  # "y", "m", "n", a number, or a string without quotes
     origin: str  # fragment:line
+    quoted: bool = False  # written as "..." in the fragment: a string even if it looks like a number
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ def parse_fragment(path: Path) -> list[Request]:
         if not m:
             raise ConfigError(f"{path}:{lineno}: not a CONFIG_FOO=value line: {line!r}")
         value = m.group(2)
-        if len(value) >= 2 and value[0] == value[-1] == '"':
+        quoted = len(value) >= 2 and value[0] == value[-1] == '"'
+        if quoted:
             value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        requests.append(Request(m.group(1)[7:], value, origin))
+        requests.append(Request(m.group(1)[7:], value, origin, quoted))
     return requests
 
 
@@ -84,8 +86,11 @@ def merge_requests(fragments: list[Path]) -> list[Request]:
 def render_allconfig(requests: list[Request]) -> str:
     out = []
     for r in requests:
-        if r.value == "n":
+        if r.value == "n" and not r.quoted:
             out.append(f"# CONFIG_{r.symbol} is not set")
+        elif r.quoted:
+            escaped = r.value.replace("\\", "\\\\").replace('"', '\\"')
+            out.append(f'CONFIG_{r.symbol}="{escaped}"')
         elif r.value in ("y", "m") or re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", r.value):
             out.append(f"CONFIG_{r.symbol}={r.value}")
         else:
@@ -132,9 +137,19 @@ def _explain(kconfiglib, sym, want: str) -> str:
         return f"another choice is selected: {sel.name if sel else 'none'}"
     if not sym.nodes or all(node.prompt is None for node in sym.nodes):
         return "symbol has no prompt; it can only be selected or defaulted"
+    if sym.type in (kconfiglib.INT, kconfiglib.HEX) and _number(kconfiglib, sym, want) is None:
+        return f"{want!r} is not a valid {kconfiglib.TYPE_TO_STR[sym.type]} value"
     if sym.type in (kconfiglib.INT, kconfiglib.HEX) and sym.ranges:
         return "value outside the allowed range"
     return f"visibility {kconfiglib.TRI_TO_STR[sym.visibility]}, assignable {sym.assignable}"
+
+
+def _number(kconfiglib, sym, value: str) -> int | None:
+    """An int or hex symbol's value as Kconfig reads it: hex may lack the 0x prefix."""
+    try:
+        return int(value, 16 if sym.type == kconfiglib.HEX else 10)
+    except ValueError:
+        return None
 
 
 def _kconfig_class(kconfiglib):
@@ -183,7 +198,8 @@ def verify(kconfig: Path, config: Path, requests: list[Request], env: Mapping[st
             if sym.type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
                 ok = got == req.value
             elif sym.type in (kconfiglib.INT, kconfiglib.HEX):
-                ok = got != "" and int(got, 0) == int(req.value, 0)
+                want = _number(kconfiglib, sym, req.value)
+                ok = want is not None and _number(kconfiglib, sym, got) == want
             else:
                 ok = got == req.value
             if not ok:

@@ -124,7 +124,8 @@ class ApplyFailure:
 
 
 _FAILED_AT = re.compile(r"^error: patch failed: (?P<file>.+):(?P<line>\d+)$", re.M)
-_HUNK = re.compile(r"^(?:error: while searching for:\n)?(?P<hunk>Hunk #\d+ .*)$", re.M)
+# Not "Hunk #1 succeeded at 3 (offset 1 line)." that git apply -v prints for the good hunks before the bad one.
+_HUNK = re.compile(r"^(?:error: while searching for:\n)?(?P<hunk>Hunk #\d+ (?!succeeded|applied cleanly).*)$", re.M)
 _DOES_NOT_EXIST = re.compile(r"^error: (?P<file>\S+): (?:does not exist in index|No such file or directory)$", re.M)
 
 

@@ -143,9 +143,9 @@ class Pipeline:
         return self._accel
 
     def qemu_config(self, disks: tuple[qemu.Disk, ...] = ()) -> qemu.QemuConfig:
+        qemu.require_qemu()  # before the build: do not make the user wait to learn that QEMU is missing
         kernel = self.build()
         initrd = self.rootfs()
-        qemu.require_qemu()
         accel = self.accel(kernel.bzimage)
         return qemu.QemuConfig(kernel=kernel.bzimage, initrd=initrd, accel=accel.accel, smp=self.options.smp,
                                memory=self.options.memory, disks=disks,

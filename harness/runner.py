@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .errors import HarnessError
+
 
 def quote(argv: Sequence[str | os.PathLike], cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
     words = [shlex.quote(os.fspath(a)) for a in argv]
@@ -57,13 +59,21 @@ class Runner:
         if self.dry_run and mutates:
             return subprocess.CompletedProcess(list(map(os.fspath, argv)), 0, "", "")
         full_env = dict(os.environ, **env) if env else None
-        return subprocess.run(
-            [os.fspath(a) for a in argv],
-            cwd=cwd,
-            env=full_env,
-            check=check,
-            text=True,
-            input=input,
-            stdout=subprocess.PIPE if capture else stdout,
-            stderr=subprocess.PIPE if capture else stderr,
-        )
+        try:
+            return subprocess.run(
+                [os.fspath(a) for a in argv],
+                cwd=cwd,
+                env=full_env,
+                check=check,
+                text=True,
+                input=input,
+                stdout=subprocess.PIPE if capture else stdout,
+                stderr=subprocess.PIPE if capture else stderr,
+            )
+        except FileNotFoundError as e:
+            # A missing program is one line for the user, not a traceback.
+            program = os.fspath(argv[0])
+            if e.filename != program:
+                raise
+            raise HarnessError("host", f"{program} not found on PATH; `make setup` installs what the harness needs",
+                               exit_code=HarnessError.INFRA) from None

@@ -51,6 +51,10 @@ def load_lock(path: Path) -> Lock:
         raise SourceError(f"lock file {path} is missing") from None
     except json.JSONDecodeError as e:
         raise SourceError(f"lock file {path} is not valid JSON: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SourceError(f"lock file {path} cannot be read: {e}") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"lock file {path} is not a JSON object")
     fields = Lock.__dataclass_fields__
     missing = [f for f in fields if not isinstance(data.get(f), str) or not data.get(f)]
     if missing:
@@ -159,7 +163,9 @@ def extract(tarball: Path, dest: Path, sha256: str, runner: Runner) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
     try:
-        runner.run(["tar", "-xf", tarball, "-C", tmp])
+        r = runner.run(["tar", "-xf", tarball, "-C", tmp], check=False, capture=True)
+        if r.returncode != 0:
+            raise SourceError(f"cannot extract {tarball}: tar exited {r.returncode}", detail=(r.stderr or "").strip())
         if runner.dry_run:
             return dest
         tops = [p for p in tmp.iterdir()]
