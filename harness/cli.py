@@ -7,17 +7,19 @@ Every subcommand makes a run directory under ``artifacts/`` (or
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+from . import e2e
 from . import patches as patches_mod
 from . import source as source_mod
 from .artifacts import Run
 from .console import Timeouts
 from .errors import HarnessError
 from .pipeline import DEFAULT_FRAGMENTS, Options, Pipeline, say
-from .runner import Runner
+from .runner import Runner, quote
 from .settings import LOCK_FILE, SERIES_DIR, Paths
 
 
@@ -147,6 +149,13 @@ def cmd_test(p: Pipeline, args) -> int:
     if uname != kernel.release:
         raise HarnessError("test", f"guest `uname -r` says {uname!r}, the build is {kernel.release!r}")
     print(f"guest runs the pinned kernel: uname -r = {uname}")
+    if not (kernel.headers / "linux" / "livedump.h").is_file():
+        say("this kernel has no livedump (series or fragment missing): boot test only")
+        return 0
+    verdict = e2e.dump_and_validate(p)
+    if verdict.failed:
+        raise HarnessError("test", f"{len(verdict.failed)} check(s) failed", detail="\n".join(verdict.failed))
+    print(f"livedump end to end: {len(verdict.checks)} checks passed")
     return 0
 
 
@@ -168,6 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipeline = Pipeline(run, options_from(args), paths=paths, runner=runner)
         status = COMMANDS[args.command](pipeline, args)
+    except subprocess.CalledProcessError as e:
+        # A host step the harness expected to succeed did not: an infrastructure fault.
+        stderr = (e.stderr or "").strip() if isinstance(e.stderr, str) else ""
+        error = HarnessError("host", f"`{quote(e.cmd)}` exited {e.returncode}", detail=stderr,
+                             exit_code=HarnessError.INFRA)
+        report(error)
+        run.finish("error", f"host: {error.message}")
+        print(f"harness: artifacts in {run.directory}", file=sys.stderr)
+        return error.exit_code
     except HarnessError as e:
         report(e)
         run.finish("error", f"{e.stage}: {e.message}")

@@ -1,0 +1,93 @@
+"""Taking dumps inside the guest: load, markers, the livedump tool, status.
+
+A dump test writes marker A to /dev/kmsg, dumps, then writes marker B: a
+dump of one instant has A in its printk buffer and not B.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from .console import CommandResult, GuestConsole
+from .errors import HarnessError
+from .qemu import Disk
+
+# The guest sees the run's disks in order as /dev/vdb, /dev/vdc, ... (no vda:
+# the root filesystem is the initramfs).
+GUEST_DISK_NAMES = tuple(f"/dev/vd{c}" for c in "abcdefgh")
+LOAD_TASK = "ldload"
+LOAD_COMMAND = "for m in spin fork 'write /tmp'; do ldload $m >/dev/null 2>&1 & done"
+
+
+def dump_disks(run_dir: Path, memory_bytes: int, *, small: bool = False) -> tuple[Disk, ...]:
+    """A target big enough for every page of guest RAM plus headers, and optionally a too-small one."""
+    disks = [Disk(run_dir / "dump0.img", memory_bytes + (256 << 20))]
+    if small:
+        disks.append(Disk(run_dir / "small.img", 16 << 20))
+    return tuple(disks)
+
+
+def memory_bytes(spec: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMG]?)", spec.strip().upper())
+    if not m:
+        raise HarnessError("qemu", f"cannot parse memory size {spec!r}")
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+def parse_status(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if re.match(r"^[a-z_]+=", line))
+
+
+@dataclass
+class Markers:
+    before: str
+    after: str
+
+    @classmethod
+    def new(cls) -> Markers:
+        tag = secrets.token_hex(6)
+        return cls(f"livedump-marker-A-{tag}", f"livedump-marker-B-{tag}")
+
+
+def kmsg(console: GuestConsole, text: str) -> None:
+    console.run(f"echo {text} > /dev/kmsg", check=True)
+
+
+def start_load(console: GuestConsole) -> None:
+    console.run(LOAD_COMMAND, check=True)
+    count = console.run(f"pidof {LOAD_TASK} | wc -w", check=True).output.strip().splitlines()[-1]
+    if int(count) < 3:
+        raise HarnessError("guest", f"load did not start: {count} {LOAD_TASK} processes")
+
+
+def stop_load(console: GuestConsole) -> None:
+    console.run(f"killall {LOAD_TASK} 2>/dev/null; true")
+
+
+def status(console: GuestConsole) -> dict[str, str]:
+    return parse_status(console.run("livedump status", check=True).output)
+
+
+@dataclass
+class DumpRun:
+    result: CommandResult
+    status: dict[str, str]
+    markers: Markers
+
+
+def dump_with_markers(console: GuestConsole, target: str, *, reason: str = "harness test",
+                      timeout: float = 900.0) -> DumpRun:
+    """Marker A, ``livedump dump TARGET``, marker B.
+
+    The counters come from the tool's closing ``livedump: key=value`` lines,
+    printed from the last STATUS before it released the dump.
+    """
+    markers = Markers.new()
+    kmsg(console, markers.before)
+    result = console.run(f"livedump dump {target} --reason '{reason}'", timeout=timeout)
+    kmsg(console, markers.after)
+    counters = parse_status("\n".join(line.removeprefix("livedump: ") for line in result.output.splitlines()))
+    return DumpRun(result, counters, markers)

@@ -1,0 +1,76 @@
+"""The end-to-end check behind ``make test-qemu``: dump a loaded guest, read it back.
+
+Boot with a dump disk, start a load, marker A, ``livedump dump``, marker B,
+power off; then drgn and crash must both read the image and agree with what
+the guest was at the instant of the dump.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import dump as dump_mod
+from . import validate
+from .errors import HarnessError
+from .pipeline import Pipeline, say
+
+CRASH_COMMANDS = ["sys", "ps", "log", "bt -a", "kmem -i"]
+
+
+@dataclass
+class Verdict:
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        self.checks.append((name, ok, detail))
+        say(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
+
+    @property
+    def failed(self) -> list[str]:
+        return [f"{name}: {detail}" if detail else name for name, ok, detail in self.checks if not ok]
+
+
+def dump_and_validate(p: Pipeline) -> Verdict:
+    kernel = p.build()
+    disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
+    verdict = Verdict()
+    with p.boot(disks) as console:
+        if console.run("command -v livedump").status != 0:
+            raise HarnessError("test", "the guest has no livedump tool: is the series applied and "
+                               "CONFIG_LIVEDUMP in the fragments?")
+        dump_mod.start_load(console)
+        with p.run.stage("dump"):
+            taken = dump_mod.dump_with_markers(console, dump_mod.GUEST_DISK_NAMES[1])
+        dump_mod.stop_load(console)
+    p.run.facts["dump"] = {"exit": taken.result.status, "counters": taken.status, "output": taken.result.output}
+    verdict.check("livedump dump exits 0", taken.result.status == 0, taken.result.output.splitlines()[-1:]
+                  and taken.result.output.splitlines()[-1] or "")
+    if taken.result.status != 0:
+        return verdict
+    say(f"stop_machine pause: {taken.status.get('pause_ns', '?')} ns, "
+        f"COW faults: {taken.status.get('cow_faults', '?')}, failed pages: {taken.status.get('failed_pages', '?')}")
+    image = disks[0].path
+
+    with p.run.stage("drgn"):
+        view = validate.read_with_drgn(image, kernel.vmlinux)
+    verdict.check("drgn: init_task.comm is swapper/0", view.init_comm == "swapper/0", view.init_comm)
+    verdict.check("drgn: release is the built kernel's", view.release == kernel.release, view.release)
+    loads = [pid for pid, comm in view.tasks if comm == dump_mod.LOAD_TASK]
+    verdict.check("drgn: the load's processes are in the task list", len(loads) >= 3, f"{len(loads)} ldload tasks")
+    verdict.check("drgn: marker A is in the printk buffer", taken.markers.before in view.log)
+    verdict.check("drgn: marker B is not", taken.markers.after not in view.log)
+    verdict.check("drgn: one NT_PRSTATUS per CPU", view.nr_prstatus == p.options.smp,
+                  f"{view.nr_prstatus} notes for {p.options.smp} CPUs")
+
+    with p.run.stage("crash"):
+        session = validate.run_crash(image, kernel.vmlinux, CRASH_COMMANDS, log=p.run.path("crash.log"))
+    verdict.check("crash: sys shows the built release", validate.crash_release(session) == kernel.release,
+                  str(validate.crash_release(session)))
+    verdict.check("crash: ps lists the load", dump_mod.LOAD_TASK in session.outputs.get("ps", ""))
+    log = session.outputs.get("log", "")
+    verdict.check("crash: log has A and not B", taken.markers.before in log and taken.markers.after not in log)
+    for cmd in CRASH_COMMANDS:
+        bad = session.failures(cmd)
+        verdict.check(f"crash: `{cmd}` reads without errors", not bad, "; ".join(bad[:3]))
+    p.run.facts["checks"] = [{"name": n, "ok": ok, "detail": d} for n, ok, d in verdict.checks]
+    return verdict

@@ -1,0 +1,168 @@
+"""Reading the headers and notes of an ELF64 vmcore (livedump, kdump, QEMU).
+
+Only the standard library: this runs on the host against the raw disk image a
+guest wrote, which is the ELF file followed by whatever the disk held before.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+PT_LOAD, PT_NOTE = 1, 4
+NT_PRSTATUS = 1
+NT_LIVEDUMP = 0x4C440001
+LIVEDUMP_NOTE_NAME = "LIVEDUMP"
+# struct elf_prstatus on x86-64: pr_pid at 32, pr_reg (27 longs) at 112.
+PRSTATUS_SIZE = 336
+PRSTATUS_PID_OFFSET = 32
+PRSTATUS_REGS_OFFSET = 112
+X86_64_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi",
+               "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")
+# struct livedump_note, include/uapi/linux/livedump.h (version 1).
+_LIVEDUMP_NOTE = struct.Struct("<IIqQQQQQQQQ128s")
+
+
+class NotAnElfDump(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Segment:
+    type: int
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+    align: int
+
+
+@dataclass(frozen=True)
+class Note:
+    name: str
+    type: int
+    desc: bytes
+
+
+@dataclass(frozen=True)
+class PrStatus:
+    pid: int
+    regs: dict[str, int]
+
+
+@dataclass(frozen=True)
+class LivedumpNote:
+    version: int
+    nr_cpus: int
+    start_time_ns: int
+    pause_ns: int
+    pages_total: int
+    cow_faults: int
+    stop_copied: int
+    zero_pages: int
+    protected_entries: int
+    failed_pages: int
+    nr_listed: int
+    reason: str
+    failed_pfns: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, desc: bytes) -> LivedumpNote:
+        if len(desc) < _LIVEDUMP_NOTE.size:
+            raise NotAnElfDump(f"LIVEDUMP note is {len(desc)} bytes, expected at least {_LIVEDUMP_NOTE.size}")
+        fields = _LIVEDUMP_NOTE.unpack_from(desc)
+        reason = fields[-1].split(b"\0", 1)[0].decode(errors="replace")
+        nr_listed = fields[10]
+        pfns = struct.unpack_from(f"<{nr_listed}Q", desc, _LIVEDUMP_NOTE.size) if nr_listed else ()
+        return cls(*fields[:-1], reason, tuple(pfns))
+
+
+@dataclass(frozen=True)
+class Vmcore:
+    path: Path
+    segments: tuple[Segment, ...]
+    notes: tuple[Note, ...]
+
+    @property
+    def loads(self) -> list[Segment]:
+        return [s for s in self.segments if s.type == PT_LOAD]
+
+    @property
+    def end(self) -> int:
+        """File size the ELF needs: where the last segment's data ends."""
+        return max((s.offset + s.filesz for s in self.segments), default=0)
+
+    def prstatus(self) -> list[PrStatus]:
+        out = []
+        for n in self.notes:
+            if n.name == "CORE" and n.type == NT_PRSTATUS:
+                if len(n.desc) != PRSTATUS_SIZE:
+                    raise NotAnElfDump(f"NT_PRSTATUS descriptor is {len(n.desc)} bytes, expected {PRSTATUS_SIZE}")
+                pid, = struct.unpack_from("<i", n.desc, PRSTATUS_PID_OFFSET)
+                regs = struct.unpack_from(f"<{len(X86_64_REGS)}Q", n.desc, PRSTATUS_REGS_OFFSET)
+                out.append(PrStatus(pid, dict(zip(X86_64_REGS, regs, strict=True))))
+        return out
+
+    def vmcoreinfo(self) -> dict[str, str]:
+        for n in self.notes:
+            if n.name == "VMCOREINFO":
+                text = n.desc.split(b"\0", 1)[0].decode(errors="replace")
+                return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        return {}
+
+    def livedump(self) -> LivedumpNote | None:
+        for n in self.notes:
+            if n.name == LIVEDUMP_NOTE_NAME and n.type == NT_LIVEDUMP:
+                return LivedumpNote.parse(n.desc)
+        return None
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def parse_notes(data: bytes) -> list[Note]:
+    notes, pos = [], 0
+    while pos + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+        if namesz == 0 and descsz == 0 and ntype == 0:
+            break
+        pos += 12
+        name = data[pos:pos + namesz].split(b"\0", 1)[0].decode(errors="replace")
+        pos += _align4(namesz)
+        desc = data[pos:pos + descsz]
+        if len(desc) != descsz:
+            raise NotAnElfDump("truncated ELF note")
+        pos += _align4(descsz)
+        notes.append(Note(name, ntype, desc))
+    return notes
+
+
+def read(path: Path) -> Vmcore:
+    with open(path, "rb") as f:
+        ehdr = f.read(64)
+        if len(ehdr) < 64 or ehdr[:4] != b"\x7fELF":
+            raise NotAnElfDump(f"{path} does not start with an ELF header")
+        if ehdr[4] != 2 or ehdr[5] != 1:
+            raise NotAnElfDump(f"{path} is not a little-endian ELF64 file")
+        e_type, e_machine = struct.unpack_from("<HH", ehdr, 16)
+        if e_type != 4:
+            raise NotAnElfDump(f"{path} is an ELF file of type {e_type}, not a core dump (ET_CORE)")
+        e_phoff, = struct.unpack_from("<Q", ehdr, 0x20)
+        e_phentsize, e_phnum = struct.unpack_from("<HH", ehdr, 0x36)
+        if e_phentsize != 56 or e_phnum == 0:
+            raise NotAnElfDump(f"{path}: unexpected program headers ({e_phnum} of {e_phentsize} bytes)")
+        f.seek(e_phoff)
+        raw = f.read(e_phentsize * e_phnum)
+        segments = []
+        for i in range(e_phnum):
+            p_type, _flags, off, vaddr, paddr, filesz, memsz, align = struct.unpack_from("<IIQQQQQQ", raw, i * 56)
+            segments.append(Segment(p_type, off, vaddr, paddr, filesz, memsz, align))
+        notes: list[Note] = []
+        for s in segments:
+            if s.type == PT_NOTE:
+                f.seek(s.offset)
+                notes += parse_notes(f.read(s.filesz))
+    return Vmcore(path, tuple(segments), tuple(notes))

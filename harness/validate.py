@@ -1,0 +1,105 @@
+"""Reading a dump back on the host with drgn and with Debian's crash.
+
+Both readers are used unmodified; a dump passes only if both can make sense
+of it. The raw disk image the guest wrote (ELF at offset 0, then whatever the
+disk held) is opened directly.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import elfcore
+from .errors import HarnessError, ToolMissing
+
+# What crash prints when it cannot read or interpret part of a dump.
+CRASH_FAILURES = re.compile(r"read error|invalid|cannot|seek error|not found in|no such|WARNING: ", re.I)
+
+
+class ValidationError(HarnessError):
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__("validate", message, detail=detail)
+
+
+@dataclass
+class DrgnView:
+    release: str
+    init_comm: str
+    tasks: list[tuple[int, str]]
+    log: str
+    nr_prstatus: int
+    prstatus_pids: list[int]
+
+
+def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
+    import drgn
+    from drgn.helpers.linux.pid import for_each_task
+    from drgn.helpers.linux.printk import get_printk_records
+
+    prog = drgn.Program()
+    try:
+        prog.set_core_dump(str(dump))
+        prog.load_debug_info([str(vmlinux)], default=False, main=False)
+    except (drgn.FaultError, drgn.MissingDebugInfoError, ValueError, OSError) as e:
+        raise ValidationError(f"drgn cannot open {dump} with {vmlinux}: {e}") from None
+    tasks = [(int(t.pid), t.comm.string_().decode(errors="replace")) for t in for_each_task(prog)]
+    log = "\n".join(r.text.decode(errors="replace") for r in get_printk_records(prog))
+    core = elfcore.read(dump)
+    prstatus = core.prstatus()
+    return DrgnView(
+        release=prog["init_uts_ns"].name.release.string_().decode(),
+        init_comm=prog["init_task"].comm.string_().decode(),
+        tasks=tasks,
+        log=log,
+        nr_prstatus=len(prstatus),
+        prstatus_pids=[p.pid for p in prstatus],
+    )
+
+
+@dataclass
+class CrashSession:
+    outputs: dict[str, str] = field(default_factory=dict)
+    transcript: str = ""
+
+    def failures(self, command: str) -> list[str]:
+        return [ln for ln in self.outputs.get(command, "").splitlines() if CRASH_FAILURES.search(ln)]
+
+
+def run_crash(dump: Path, vmlinux: Path, commands: list[str], *, timeout: float = 300.0,
+              log: Path | None = None) -> CrashSession:
+    """Run crash in batch mode; split its output per command with shell-escape markers."""
+    crash = shutil.which("crash")
+    if crash is None:
+        raise ToolMissing("validate", "crash", "crash")
+    script = []
+    for i, cmd in enumerate(commands):
+        script += [f"!echo '@@LIVEDUMP-CMD-{i}@@'", cmd]
+    script += [f"!echo '@@LIVEDUMP-CMD-{len(commands)}@@'", "exit"]
+    argv = [crash, "-s", "--no_scroll", str(vmlinux), str(dump)]
+    try:
+        r = subprocess.run(argv, input="\n".join(script) + "\n", capture_output=True, text=True,
+                           timeout=timeout, errors="replace")
+    except subprocess.TimeoutExpired as e:
+        raise ValidationError(f"crash did not finish in {timeout:.0f}s", detail=str(e.stdout or "")[-3000:]) from None
+    transcript = r.stdout + r.stderr
+    if log is not None:
+        log.write_text(f"$ {' '.join(argv)}\n" + "\n".join(script) + "\n---\n" + transcript)
+    parts = re.split(r"@@LIVEDUMP-CMD-(\d+)@@\n?", r.stdout)
+    outputs: dict[str, str] = {}
+    # parts: [startup, "0", out0, "1", out1, ...]; output i belongs to commands[i]
+    for idx in range(1, len(parts) - 1, 2):
+        i = int(parts[idx])
+        if i < len(commands):
+            outputs[commands[i]] = parts[idx + 1]
+    if not outputs:
+        raise ValidationError(f"crash could not open {dump} (exit {r.returncode})", detail=transcript[-3000:])
+    return CrashSession(outputs, transcript)
+
+
+def crash_release(session: CrashSession) -> str | None:
+    m = re.search(r"^\s*RELEASE:\s*(\S+)", session.outputs.get("sys", ""), re.M)
+    return m.group(1) if m else None
