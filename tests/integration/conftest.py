@@ -1,0 +1,32 @@
+"""Fixtures that build the pinned kernel with the series (cached) and boot it.
+
+The kernel is built once per session through the same Pipeline as
+``make test-qemu``; each test module gets its own guest. Set
+LIVEDUMP_ACCEL=tcg to skip the KVM probe.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from harness.artifacts import Run
+from harness.pipeline import Options, Pipeline
+from harness.settings import Paths
+
+
+@pytest.fixture(scope="session")
+def pipeline() -> Pipeline:
+    paths = Paths.from_env()
+    run = Run.create(paths.artifacts, "pytest")
+    p = Pipeline(run, Options(accel=os.environ.get("LIVEDUMP_ACCEL", "auto")), paths=paths)
+    p.build()
+    p.rootfs()
+    return p
+
+
+@pytest.fixture(scope="module")
+def guest(pipeline):
+    with pipeline.boot() as console:
+        yield console

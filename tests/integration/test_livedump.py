@@ -1,0 +1,78 @@
+"""A livedump of a loaded guest, read back by drgn and by Debian's crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import dump as dump_mod
+from harness import elfcore, validate
+
+pytestmark = pytest.mark.qemu
+
+
+@pytest.fixture(scope="module")
+def dumped(pipeline):
+    """Boot with a dump disk, dump under load, then a second dump after release."""
+    if not (pipeline.build().headers / "linux" / "livedump.h").is_file():
+        pytest.fail("the built kernel has no livedump uapi: series or fragment missing")
+    disks = dump_mod.dump_disks(pipeline.run.directory, dump_mod.memory_bytes(pipeline.options.memory))
+    with pipeline.boot(disks) as console:
+        dump_mod.start_load(console)
+        first = dump_mod.dump_with_markers(console, dump_mod.GUEST_DISK_NAMES[1])
+        second = dump_mod.dump_with_markers(console, dump_mod.GUEST_DISK_NAMES[1], reason="second dump")
+        state_after = dump_mod.status(console).get("state")
+        dump_mod.stop_load(console)
+    print(f"stop_machine pause: {first.status.get('pause_ns')} ns (first), {second.status.get('pause_ns')} ns "
+          f"(second); COW faults {first.status.get('cow_faults')}, {second.status.get('cow_faults')}")
+    return {"first": first, "second": second, "image": disks[0].path, "state_after": state_after}
+
+
+def test_dump_tool_exits_zero_and_releases(dumped):
+    assert dumped["first"].result.status == 0, dumped["first"].result.output
+    assert dumped["second"].result.status == 0, dumped["second"].result.output
+    assert dumped["state_after"] == "idle"
+
+
+def test_status_reports_the_pause(dumped):
+    pause = int(dumped["second"].status["pause_ns"])
+    assert 0 < pause < 10_000_000_000
+
+
+@pytest.fixture(scope="module")
+def drgn_view(pipeline, dumped):
+    # The image holds the second dump (same disk): its markers are the ones to check.
+    return validate.read_with_drgn(dumped["image"], pipeline.build().vmlinux)
+
+
+def test_drgn_reads_the_instant_of_the_dump(pipeline, dumped, drgn_view):
+    markers = dumped["second"].markers
+    assert drgn_view.init_comm == "swapper/0"
+    assert drgn_view.release == pipeline.build().release
+    assert sum(comm == dump_mod.LOAD_TASK for _, comm in drgn_view.tasks) >= 3
+    assert markers.before in drgn_view.log
+    assert markers.after not in drgn_view.log
+    # The first dump's B marker was written before the second dump began.
+    assert dumped["first"].markers.after in drgn_view.log
+
+
+def test_one_prstatus_per_cpu(pipeline, dumped, drgn_view):
+    assert drgn_view.nr_prstatus == pipeline.options.smp
+    core = elfcore.read(dumped["image"])
+    assert core.segments[0].type == elfcore.PT_NOTE
+    assert all(s.type == elfcore.PT_LOAD for s in core.segments[1:])
+    assert "KERNELOFFSET" in core.vmcoreinfo()
+    note = core.livedump()
+    assert note is not None and note.reason == "second dump"
+    assert note.nr_cpus == pipeline.options.smp
+
+
+def test_crash_reads_the_dump(pipeline, dumped):
+    session = validate.run_crash(dumped["image"], pipeline.build().vmlinux, ["sys", "ps", "log", "bt -a", "kmem -i"],
+                                 log=pipeline.run.path("crash.log"))
+    assert validate.crash_release(session) == pipeline.build().release
+    assert dump_mod.LOAD_TASK in session.outputs["ps"]
+    markers = dumped["second"].markers
+    assert markers.before in session.outputs["log"]
+    assert markers.after not in session.outputs["log"]
+    for cmd in ("sys", "ps", "log", "bt -a", "kmem -i"):
+        assert session.failures(cmd) == [], f"crash `{cmd}`:\n{session.outputs[cmd]}"

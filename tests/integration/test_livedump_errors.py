@@ -1,0 +1,76 @@
+"""Bad input to /dev/livedump: the documented errno, an unchanged state, and a dump still works.
+
+The livedump tool exits with the errno of the failing ioctl (see
+Documentation/admin-guide/livedump.rst for the table).
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from harness import dump as dump_mod
+
+pytestmark = pytest.mark.qemu
+
+
+@pytest.fixture(scope="module")
+def guest2(pipeline):
+    """A guest with a big enough dump disk (/dev/vdb) and a 16 MiB one (/dev/vdc)."""
+    disks = dump_mod.dump_disks(pipeline.run.directory / "errors", dump_mod.memory_bytes(pipeline.options.memory),
+                                small=True)
+    with pipeline.boot(disks) as console:
+        yield console
+
+
+def state(console) -> str:
+    return dump_mod.status(console)["state"]
+
+
+def expect_errno(console, command: str, code: int, state_after: str) -> None:
+    result = console.run(command)
+    assert result.status == code, f"`{command}` exited {result.status}, wanted {errno.errorcode[code]}: " \
+                                  f"{result.output}"
+    assert state(console) == state_after
+
+
+@pytest.mark.parametrize("step", ["start", "sweep", "release"])
+def test_wrong_order_in_idle(guest2, step):
+    assert state(guest2) == "idle"
+    expect_errno(guest2, f"livedump {step}", errno.EINVAL, "idle")
+
+
+def test_sweep_before_start_leaves_ready(guest2):
+    guest2.run("livedump init /dev/vdb", check=True)
+    try:
+        expect_errno(guest2, "livedump sweep", errno.EINVAL, "ready")
+        expect_errno(guest2, "livedump init /dev/vdb", errno.EBUSY, "ready")
+    finally:
+        guest2.run("livedump release", check=True)
+    assert state(guest2) == "idle"
+
+
+def test_target_too_small_is_refused_at_init(guest2):
+    expect_errno(guest2, "livedump init /dev/vdc", errno.ENOSPC, "idle")
+
+
+@pytest.mark.parametrize("target", ["/tmp/not-a-device", "/dev/null"])
+def test_non_block_target(guest2, target):
+    guest2.run("touch /tmp/not-a-device", check=True)
+    expect_errno(guest2, f"livedump init {target}", errno.ENOTBLK, "idle")
+
+
+def test_unprivileged_caller(guest2):
+    # Make the node itself open to all, so it is the driver that refuses.
+    guest2.run("chmod 0666 /dev/livedump", check=True)
+    try:
+        expect_errno(guest2, "runas 65534 livedump status", errno.EPERM, "idle")
+    finally:
+        guest2.run("chmod 0600 /dev/livedump", check=True)
+
+
+def test_a_dump_still_works_after_all_that(guest2):
+    taken = dump_mod.dump_with_markers(guest2, "/dev/vdb", reason="after bad input")
+    assert taken.result.status == 0, taken.result.output
+    assert state(guest2) == "idle"

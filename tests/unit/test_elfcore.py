@@ -1,0 +1,115 @@
+"""elfcore reads the headers and notes a livedump (or kdump) vmcore carries."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from harness import elfcore
+
+
+def note(name: str, ntype: int, desc: bytes) -> bytes:
+    raw_name = name.encode() + b"\0"
+    pad = lambda b: b + b"\0" * (-len(b) % 4)  # noqa: E731
+    return struct.pack("<III", len(raw_name), len(desc), ntype) + pad(raw_name) + pad(desc)
+
+
+def prstatus(pid: int, rip: int, rsp: int) -> bytes:
+    desc = bytearray(elfcore.PRSTATUS_SIZE)
+    struct.pack_into("<i", desc, elfcore.PRSTATUS_PID_OFFSET, pid)
+    regs = [0] * len(elfcore.X86_64_REGS)
+    regs[elfcore.X86_64_REGS.index("rip")] = rip
+    regs[elfcore.X86_64_REGS.index("rsp")] = rsp
+    struct.pack_into(f"<{len(regs)}Q", desc, elfcore.PRSTATUS_REGS_OFFSET, *regs)
+    return bytes(desc)
+
+
+def livedump_desc(reason: str, pfns: list[int]) -> bytes:
+    head = struct.pack("<IIqQQQQQQQQ128s", 1, 2, 1_700_000_000_000_000_000, 1234, 131072, 17, 40, 9000, 70,
+                       len(pfns), len(pfns), reason.encode())
+    return head + struct.pack(f"<{len(pfns)}Q", *pfns)
+
+
+def make_core(notes: bytes, loads: list[tuple[int, int, bytes]], *, e_type: int = 4, trailing: bytes = b"") -> bytes:
+    phnum = 1 + len(loads)
+    data_start = 64 + 56 * phnum
+    note_off = data_start
+    load_off = note_off + len(notes)
+    phdrs = struct.pack("<IIQQQQQQ", elfcore.PT_NOTE, 0, note_off, 0, 0, len(notes), len(notes), 0)
+    body = notes
+    for paddr, vaddr, payload in loads:
+        phdrs += struct.pack("<IIQQQQQQ", elfcore.PT_LOAD, 7, load_off + len(body) - len(notes), vaddr, paddr,
+                             len(payload), len(payload), 0)
+        body += payload
+    ehdr = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
+    ehdr += struct.pack("<HHIQQQIHHHHHH", e_type, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 0, 0, 0)
+    return ehdr + phdrs + body + trailing
+
+
+@pytest.fixture
+def core_file(tmp_path):
+    notes = (note("VMCOREINFO", 0, b"OSRELEASE=6.1.192-livedump\nKERNELOFFSET=1a000000\n\0")
+             + note("CORE", elfcore.NT_PRSTATUS, prstatus(0, 0xFFFFFFFF81000000, 0xFFFFC90000003F00))
+             + note("CORE", elfcore.NT_PRSTATUS, prstatus(0, 0xFFFFFFFF81000010, 0xFFFFC90000007F00))
+             + note("LIVEDUMP", elfcore.NT_LIVEDUMP, livedump_desc("because", [0x1234, 0x5678])))
+    data = make_core(notes, [(0x1000, 0xFFFF888000001000, b"A" * 4096), (0x100000, 0xFFFF888000100000, b"B" * 8192)],
+                     trailing=b"\xff" * 10000)
+    path = tmp_path / "disk.img"
+    path.write_bytes(data)
+    return path, len(data) - 10000
+
+
+def test_segments_and_end_ignore_trailing_disk_bytes(core_file):
+    path, elf_size = core_file
+    core = elfcore.read(path)
+    assert [s.type for s in core.segments] == [elfcore.PT_NOTE, elfcore.PT_LOAD, elfcore.PT_LOAD]
+    assert [(s.paddr, s.filesz) for s in core.loads] == [(0x1000, 4096), (0x100000, 8192)]
+    assert core.end == elf_size
+    with open(path, "rb") as f:
+        f.seek(core.loads[1].offset)
+        assert f.read(4) == b"BBBB"
+
+
+def test_vmcoreinfo_and_prstatus(core_file):
+    core = elfcore.read(core_file[0])
+    assert core.vmcoreinfo()["KERNELOFFSET"] == "1a000000"
+    regs = core.prstatus()
+    assert len(regs) == 2
+    assert regs[1].regs["rip"] == 0xFFFFFFFF81000010
+    assert regs[0].regs["rsp"] == 0xFFFFC90000003F00
+
+
+def test_livedump_note(core_file):
+    ld = elfcore.read(core_file[0]).livedump()
+    assert ld is not None
+    assert (ld.version, ld.nr_cpus, ld.pause_ns, ld.cow_faults) == (1, 2, 1234, 17)
+    assert ld.reason == "because"
+    assert ld.failed_pfns == (0x1234, 0x5678)
+
+
+def test_not_a_livedump_has_no_note(tmp_path):
+    path = tmp_path / "qemu.core"
+    path.write_bytes(make_core(note("CORE", elfcore.NT_PRSTATUS, prstatus(1, 0, 0)), []))
+    assert elfcore.read(path).livedump() is None
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "does not start with an ELF header"),
+    (b"\x00" * 4096, "does not start with an ELF header"),
+    (None, "not a core dump"),
+])
+def test_rejects_what_is_not_an_elf_core(tmp_path, data, message):
+    if data is None:
+        data = make_core(b"", [], e_type=2)
+    path = tmp_path / "x"
+    path.write_bytes(data)
+    with pytest.raises(elfcore.NotAnElfDump, match=message):
+        elfcore.read(path)
+
+
+def test_wrong_prstatus_size_is_an_error(tmp_path):
+    path = tmp_path / "bad"
+    path.write_bytes(make_core(note("CORE", elfcore.NT_PRSTATUS, b"\0" * 100), []))
+    with pytest.raises(elfcore.NotAnElfDump, match="336"):
+        elfcore.read(path).prstatus()

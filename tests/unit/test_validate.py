@@ -1,0 +1,81 @@
+"""The host side of dump validation that needs no real dump: crash output handling, guest status parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import dump, validate
+
+FAKE_CRASH = r"""#!/bin/sh
+# Stands in for crash: prints a banner, then answers each stdin line like crash -s would.
+echo "crash 8.0.2 banner"
+while IFS= read -r line; do
+    case "$line" in
+    '!'*) sh -c "${line#!}" ;;
+    sys) printf '      KERNEL: vmlinux\n     RELEASE: 6.1.192-livedump\n' ;;
+    log) echo "[ 1.0] $FAKE_LOG" ;;
+    "bt -a") echo "bt: read error: kernel virtual address: ffff8880 type: \"stack\"" ;;
+    exit) exit 0 ;;
+    *) echo "output of $line" ;;
+    esac
+done
+"""
+
+
+@pytest.fixture
+def fake_crash(tmp_path, monkeypatch):
+    crash = tmp_path / "bin" / "crash"
+    crash.parent.mkdir()
+    crash.write_text(FAKE_CRASH)
+    crash.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{crash.parent}:/usr/bin:/bin")
+    monkeypatch.setenv("FAKE_LOG", "marker-A")
+    return crash
+
+
+def test_run_crash_splits_output_per_command(fake_crash, tmp_path):
+    session = validate.run_crash(tmp_path / "dump", tmp_path / "vmlinux", ["sys", "ps", "log", "bt -a"],
+                                 log=tmp_path / "crash.log")
+    assert validate.crash_release(session) == "6.1.192-livedump"
+    assert session.outputs["ps"].strip() == "output of ps"
+    assert "marker-A" in session.outputs["log"]
+    assert "banner" not in "".join(session.outputs.values())
+    assert session.failures("ps") == []
+    assert session.failures("bt -a") and "read error" in session.failures("bt -a")[0]
+    assert "bt -a" in (tmp_path / "crash.log").read_text()
+
+
+def test_crash_that_cannot_open_the_dump_is_an_error(tmp_path, monkeypatch):
+    crash = tmp_path / "crash"
+    crash.write_text("#!/bin/sh\necho 'crash: vmlinux and dump do not match!' >&2\nexit 1\n")
+    crash.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(validate.ValidationError, match="crash could not open"):
+        validate.run_crash(tmp_path / "dump", tmp_path / "vmlinux", ["sys"])
+
+
+def test_missing_crash_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(Exception, match="install the Debian package crash"):
+        validate.run_crash(tmp_path / "dump", tmp_path / "vmlinux", ["sys"])
+
+
+def test_status_lines_from_the_tool():
+    text = "livedump: 10/20 pages\nstate=done\npause_ns=1234\nnot a status line\ncow_faults=5"
+    assert dump.parse_status(text) == {"state": "done", "pause_ns": "1234", "cow_faults": "5"}
+
+
+@pytest.mark.parametrize("spec,value", [("512M", 512 << 20), ("1G", 1 << 30), ("4096", 4096)])
+def test_memory_sizes(spec, value):
+    assert dump.memory_bytes(spec) == value
+
+
+def test_dump_disk_is_big_enough_for_ram_and_headers(tmp_path):
+    big, small = dump.dump_disks(tmp_path, 512 << 20, small=True)
+    assert big.size > 512 << 20
+    assert small.size < 512 << 20
+
+
+def test_markers_differ_between_dumps():
+    a, b = dump.Markers.new(), dump.Markers.new()
+    assert a.before != a.after and a.before != b.before
