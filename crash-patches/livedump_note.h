@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Reading the ELF headers and notes of a livedump vmcore.
+ *
+ * Shared by the crash extension (livedump.c) and the standalone
+ * test-livedump-note program; no crash headers here. The layout of the
+ * LIVEDUMP note mirrors struct livedump_note of
+ * include/uapi/linux/livedump.h (kernel-patches/0002).
+ */
+#ifndef LIVEDUMP_NOTE_H
+#define LIVEDUMP_NOTE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define LD_NOTE_NAME		"LIVEDUMP"
+#define LD_NT_LIVEDUMP		0x4c440001
+#define LD_NOTE_VERSION		1
+#define LD_REASON_LEN		128
+#define LD_PAGE_SIZE		((uint64_t)4096)
+
+/* struct livedump_note, version 1, little-endian on disk. */
+struct ld_note {
+	uint32_t version;
+	uint32_t nr_cpus;
+	int64_t start_time_ns;
+	uint64_t pause_ns;
+	uint64_t pages_total;
+	uint64_t cow_faults;
+	uint64_t stop_copied;
+	uint64_t zero_pages;
+	uint64_t protected_entries;
+	uint64_t failed_pages;
+	uint64_t nr_listed;
+	char reason[LD_REASON_LEN];
+};
+
+struct ld_phdr {
+	uint32_t type;
+	uint32_t flags;
+	uint64_t offset;
+	uint64_t vaddr;
+	uint64_t paddr;
+	uint64_t filesz;
+	uint64_t memsz;
+	uint64_t align;
+};
+
+/* One NT_PRSTATUS note: the registers of one CPU at the instant of the dump. */
+struct ld_cpu {
+	int32_t pid;
+	uint64_t rip;
+	uint64_t rsp;
+};
+
+struct ld_dump {
+	uint16_t e_type;
+	uint16_t e_machine;
+	unsigned int nphdr;
+	struct ld_phdr *phdr;
+	unsigned int nloads;		/* PT_LOAD segments */
+	unsigned int nnotes;		/* notes in all PT_NOTE segments */
+	unsigned int ncpus;		/* NT_PRSTATUS notes, in file order */
+	struct ld_cpu *cpus;
+	unsigned int bad_prstatus;	/* NT_PRSTATUS of the wrong size */
+	int has_vmcoreinfo;
+	int has_qemu_note;		/* a "QEMU" note: dump-guest-memory */
+	int has_note;			/* a LIVEDUMP note was found */
+	struct ld_note note;
+	uint64_t note_descsz;
+	uint64_t *pfns;			/* the nr_listed failed pfns */
+	uint64_t headers_end;		/* end of ELF header, phdrs and notes */
+};
+
+/*
+ * Read the ELF header, program headers and every PT_NOTE of fd. Trailing
+ * bytes after the ELF data (a raw disk) are ignored. Returns 0, or -1 with
+ * a one-line reason in err when fd does not hold a usable ELF64 core.
+ * A core without a LIVEDUMP note is not an error here: see has_note.
+ */
+int ld_read(int fd, struct ld_dump *d, char *err, size_t errlen);
+void ld_free(struct ld_dump *d);
+
+/* Size of the file or block device behind fd (BLKGETSIZE64). */
+int ld_source_size(int fd, uint64_t *size, int *is_blockdev, char *err, size_t errlen);
+
+/* What kind of core this is, for the "not a livedump" message. */
+const char *ld_kind(const struct ld_dump *d);
+
+/*
+ * Optional per-CPU annotation (crash fills in the task and the symbol of
+ * rip); buf is empty when there is nothing to add.
+ */
+typedef void (*ld_annotate_fn)(unsigned int cpu, const struct ld_cpu *c, char *buf, size_t len, void *arg);
+
+/* Print the LIVEDUMP note and the captured CPUs (has_note must be set). */
+void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *arg);
+
+/*
+ * `livedump -c`: every PT_LOAD lies within size bytes of the file and can be
+ * read, the counters agree with the headers, no page is marked inconsistent.
+ * Prints what it checked; returns the number of problems found.
+ */
+int ld_check(FILE *fp, int fd, const struct ld_dump *d, uint64_t size, int is_blockdev);
+
+/*
+ * Sort and coalesce pfns into ranges, print them as "0x1-0x3 0x7" lines of
+ * at most per_line ranges, each line prefixed by indent. Returns the number
+ * of ranges. pfns is sorted in place.
+ */
+uint64_t ld_print_pfn_ranges(FILE *fp, uint64_t *pfns, uint64_t n, const char *indent, unsigned int per_line);
+
+#endif /* LIVEDUMP_NOTE_H */
