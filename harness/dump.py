@@ -15,19 +15,28 @@ from .console import CommandResult, GuestConsole
 from .errors import HarnessError
 from .qemu import Disk
 
-# The guest sees the run's disks in order as /dev/vdb, /dev/vdc, ... (no vda:
-# the root filesystem is the initramfs).
+# The guest sees the run's disks in order as /dev/vda, /dev/vdb, ... The first
+# is a scratch disk the load writes to, as a guest's own disk would be; dump
+# targets follow it.
 GUEST_DISK_NAMES = tuple(f"/dev/vd{c}" for c in "abcdefgh")
+DUMP_TARGET = GUEST_DISK_NAMES[1]
+SMALL_TARGET = GUEST_DISK_NAMES[2]
 LOAD_TASK = "ldload"
-LOAD_COMMAND = "for m in spin fork 'write /tmp'; do ldload $m >/dev/null 2>&1 & done"
+LOAD_COMMAND = ("for m in spin fork 'write /tmp'; do ldload $m >/dev/null 2>&1 & done; "
+                "(while :; do dd if=/dev/zero of=/dev/vda bs=64k count=64 2>/dev/null; done) &")
 
 
 def dump_disks(run_dir: Path, memory_bytes: int, *, small: bool = False) -> tuple[Disk, ...]:
-    """A target big enough for every page of guest RAM plus headers, and optionally a too-small one."""
-    disks = [Disk(run_dir / "dump0.img", memory_bytes + (256 << 20))]
+    """Scratch disk, a target big enough for all guest RAM plus headers, optionally a too-small one."""
+    disks = [Disk(run_dir / "scratch.img", 64 << 20), Disk(run_dir / "dump0.img", memory_bytes + (256 << 20))]
     if small:
         disks.append(Disk(run_dir / "small.img", 16 << 20))
     return tuple(disks)
+
+
+def dump_image(disks: tuple[Disk, ...]) -> Path:
+    """The host file behind DUMP_TARGET in a tuple from dump_disks()."""
+    return disks[GUEST_DISK_NAMES.index(DUMP_TARGET)].path
 
 
 def memory_bytes(spec: str) -> int:
@@ -64,7 +73,7 @@ def start_load(console: GuestConsole) -> None:
 
 
 def stop_load(console: GuestConsole) -> None:
-    console.run(f"killall {LOAD_TASK} 2>/dev/null; true")
+    console.run(f"kill $(jobs -p) 2>/dev/null; killall {LOAD_TASK} 2>/dev/null; true")
 
 
 def status(console: GuestConsole) -> dict[str, str]:

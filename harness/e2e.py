@@ -40,7 +40,7 @@ def dump_and_validate(p: Pipeline) -> Verdict:
                                "CONFIG_LIVEDUMP in the fragments?")
         dump_mod.start_load(console)
         with p.run.stage("dump"):
-            taken = dump_mod.dump_with_markers(console, dump_mod.GUEST_DISK_NAMES[1])
+            taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET)
         dump_mod.stop_load(console)
     p.run.facts["dump"] = {"exit": taken.result.status, "counters": taken.status, "output": taken.result.output}
     verdict.check("livedump dump exits 0", taken.result.status == 0, taken.result.output.splitlines()[-1:]
@@ -49,7 +49,7 @@ def dump_and_validate(p: Pipeline) -> Verdict:
         return verdict
     say(f"stop_machine pause: {taken.status.get('pause_ns', '?')} ns, "
         f"COW faults: {taken.status.get('cow_faults', '?')}, failed pages: {taken.status.get('failed_pages', '?')}")
-    image = disks[0].path
+    image = dump_mod.dump_image(disks)
 
     with p.run.stage("drgn"):
         view = validate.read_with_drgn(image, kernel.vmlinux)

@@ -18,13 +18,13 @@ def dumped(pipeline):
     disks = dump_mod.dump_disks(pipeline.run.directory, dump_mod.memory_bytes(pipeline.options.memory))
     with pipeline.boot(disks) as console:
         dump_mod.start_load(console)
-        first = dump_mod.dump_with_markers(console, dump_mod.GUEST_DISK_NAMES[1])
-        second = dump_mod.dump_with_markers(console, dump_mod.GUEST_DISK_NAMES[1], reason="second dump")
+        first = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET)
+        second = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, reason="second dump")
         state_after = dump_mod.status(console).get("state")
         dump_mod.stop_load(console)
     print(f"stop_machine pause: {first.status.get('pause_ns')} ns (first), {second.status.get('pause_ns')} ns "
           f"(second); COW faults {first.status.get('cow_faults')}, {second.status.get('cow_faults')}")
-    return {"first": first, "second": second, "image": disks[0].path, "state_after": state_after}
+    return {"first": first, "second": second, "image": dump_mod.dump_image(disks), "state_after": state_after}
 
 
 def test_dump_tool_exits_zero_and_releases(dumped):

@@ -42,17 +42,17 @@ def test_wrong_order_in_idle(guest2, step):
 
 
 def test_sweep_before_start_leaves_ready(guest2):
-    guest2.run("livedump init /dev/vdb", check=True)
+    guest2.run(f"livedump init {dump_mod.DUMP_TARGET}", check=True)
     try:
         expect_errno(guest2, "livedump sweep", errno.EINVAL, "ready")
-        expect_errno(guest2, "livedump init /dev/vdb", errno.EBUSY, "ready")
+        expect_errno(guest2, f"livedump init {dump_mod.DUMP_TARGET}", errno.EBUSY, "ready")
     finally:
         guest2.run("livedump release", check=True)
     assert state(guest2) == "idle"
 
 
 def test_target_too_small_is_refused_at_init(guest2):
-    expect_errno(guest2, "livedump init /dev/vdc", errno.ENOSPC, "idle")
+    expect_errno(guest2, f"livedump init {dump_mod.SMALL_TARGET}", errno.ENOSPC, "idle")
 
 
 @pytest.mark.parametrize("target", ["/tmp/not-a-device", "/dev/null"])
@@ -71,6 +71,6 @@ def test_unprivileged_caller(guest2):
 
 
 def test_a_dump_still_works_after_all_that(guest2):
-    taken = dump_mod.dump_with_markers(guest2, "/dev/vdb", reason="after bad input")
+    taken = dump_mod.dump_with_markers(guest2, dump_mod.DUMP_TARGET, reason="after bad input")
     assert taken.result.status == 0, taken.result.output
     assert state(guest2) == "idle"

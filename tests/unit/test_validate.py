@@ -71,9 +71,11 @@ def test_memory_sizes(spec, value):
 
 
 def test_dump_disk_is_big_enough_for_ram_and_headers(tmp_path):
-    big, small = dump.dump_disks(tmp_path, 512 << 20, small=True)
-    assert big.size > 512 << 20
-    assert small.size < 512 << 20
+    disks = dump.dump_disks(tmp_path, 512 << 20, small=True)
+    by_name = dict(zip(dump.GUEST_DISK_NAMES, disks, strict=False))
+    assert by_name[dump.DUMP_TARGET].size > 512 << 20
+    assert by_name[dump.SMALL_TARGET].size < 512 << 20
+    assert dump.dump_image(disks) == by_name[dump.DUMP_TARGET].path
 
 
 def test_markers_differ_between_dumps():
