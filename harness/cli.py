@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from . import bisect as bisect_mod
 from . import e2e
 from . import patches as patches_mod
 from . import source as source_mod
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", "boot the guest, run one shell command, exit with its status")
     p.add_argument("guest_command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     add("test", "end to end: build, boot, check the guest runs the built kernel")
+    p = add("bisect", "find the commit (or patch of the series) that broke livedump, with git bisect")
+    bisect_mod.add_arguments(p)
     return parser
 
 
@@ -159,8 +162,12 @@ def cmd_test(p: Pipeline, args) -> int:
     return 0
 
 
+def cmd_bisect(p: Pipeline, args) -> int:
+    return bisect_mod.command(p, args)
+
+
 COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, "build": cmd_build,
-            "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test}
+            "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test, "bisect": cmd_bisect}
 
 
 def report(error: HarnessError) -> None:
