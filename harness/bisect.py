@@ -44,6 +44,7 @@ import copy
 import enum
 import hashlib
 import json
+import mmap
 import re
 import shutil
 import struct
@@ -629,9 +630,13 @@ def image_digest(vmlinux: Path, build_dir: Path | None = None) -> str:
     Every link bumps the build number (``#N`` in UTS_VERSION) and with it the
     build id; both are masked so an unchanged tree gives the same digest.
     """
-    data = vmlinux.read_bytes()
+    with open(vmlinux, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _section_digest(data, build_dir)
+
+
+def _section_digest(data, build_dir: Path | None) -> str:
     if data[:4] != b"\x7fELF" or data[4] != 2:
-        return hashlib.sha256(data).hexdigest()
+        return hashlib.sha256(data[:]).hexdigest()
     shoff, = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
@@ -639,10 +644,12 @@ def image_digest(vmlinux: Path, build_dir: Path | None = None) -> str:
     names = data[strtab[4]:strtab[4] + strtab[5]]
     version = b""
     if build_dir is not None:
-        compile_h = build_dir / "include" / "generated" / "compile.h"
-        if compile_h.is_file():
-            m = re.search(r'UTS_VERSION "([^"]*)"', compile_h.read_text(errors="replace"))
-            version = m.group(1).encode() if m else b""
+        for name in ("utsversion.h", "compile.h"):  # 6.1 has it in utsversion.h, older kernels in compile.h
+            header = build_dir / "include" / "generated" / name
+            m = re.search(r'UTS_VERSION "([^"]*)"', header.read_text(errors="replace")) if header.is_file() else None
+            if m:
+                version = m.group(1).encode()
+                break
     h = hashlib.sha256()
     for name_off, sh_type, flags, _addr, offset, size, *_ in sections:
         name = names[name_off:names.index(b"\0", name_off)].decode(errors="replace")
@@ -798,11 +805,11 @@ class PipelineTester:
             if console.run("command -v livedump").status != 0:
                 return TestOutcome(Test.UNTESTABLE, "the guest has no livedump tool")
             dump_mod.start_load(console)
-            taken = dump_mod.dump_with_markers(console, dump_mod.GUEST_DISK_NAMES[1])
+            taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET)
             dump_mod.stop_load(console)
         if taken.result.status != 0:
             return TestOutcome(Test.FAILED, f"livedump dump exited {taken.result.status}")
-        view = validate.read_with_drgn(disks[0].path, kernel.vmlinux)
+        view = validate.read_with_drgn(dump_mod.dump_image(disks), kernel.vmlinux)
         problems = []
         if view.init_comm != "swapper/0":
             problems.append(f"init_task.comm is {view.init_comm!r}")
