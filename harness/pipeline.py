@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import build as build_mod
-from . import kconfig, patches, qemu, rootfs, source
+from . import kconfig, locking, patches, qemu, rootfs, source
 from .artifacts import Run
 from .console import GuestConsole, Timeouts
 from .errors import HarnessError
@@ -74,8 +74,9 @@ class Pipeline:
                 raise HarnessError("source", f"{tree} does not look like a kernel source tree")
         else:
             pristine = self.source()
-            with self.run.stage("patches"):
-                tree = patches.make_tree(pristine, self.paths.trees / pristine.name, self.runner)
+            tree = self.paths.trees / pristine.name
+            with self.run.stage("patches"), locking.exclusive(tree, "kernel tree", self.paths.locks, say=say):
+                patches.make_tree(pristine, tree, self.runner)
                 series = self.series()
                 state = patches.apply(tree, series, self.runner)
                 say(f"series ({len(series.patches)} patches): {state} in {tree}")
@@ -109,6 +110,14 @@ class Pipeline:
     def build(self) -> build_mod.BuildResult:
         if self._build is not None:
             return self._build
+        tree = self.tree()
+        # Hold the tree too: another run re-applying a changed series under
+        # a running make would mix two versions of the sources.
+        with locking.exclusive(tree, "kernel tree", self.paths.locks, say=say), \
+                locking.exclusive(self.build_dir(), "build directory", self.paths.locks, say=say):
+            return self._build_locked()
+
+    def _build_locked(self) -> build_mod.BuildResult:
         config = self.configure()
         tree = self.tree()
         identity = patches.tree_identity(tree, self.runner) if (tree / ".git").exists() else str(tree)

@@ -46,3 +46,7 @@ class Paths:
     @property
     def builds(self) -> Path:
         return self.cache / "build"
+
+    @property
+    def locks(self) -> Path:
+        return self.cache / "locks"
