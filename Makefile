@@ -7,7 +7,7 @@ HARNESS := $(PYTHON) -m harness
 HARNESS_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: all setup test test-unit test-qemu lint crash-extension clean-artifacts help
+.PHONY: all setup test test-unit test-qemu lint crash-extension clean clean-artifacts help
 
 all: help
 
@@ -16,6 +16,7 @@ help:
 	@echo "make test       unit tests and QEMU integration tests (what CI runs)"
 	@echo "make test-qemu  build the pinned kernel with the series, boot it, run the end-to-end test"
 	@echo "make lint       ruff on the Python code, checkpatch --strict on the kernel series"
+	@echo "make crash-extension  build crash-patches/livedump.so (load with: extend crash-patches/livedump.so)"
 
 setup:
 	@bash scripts/setup.sh
@@ -33,5 +34,11 @@ lint: setup
 	$(PYTHON) -m ruff check harness tests
 	@bash scripts/checkpatch-series.sh
 
+crash-extension:
+	$(MAKE) -C crash-patches all prog
+
 clean-artifacts:
 	rm -rf artifacts
+
+clean: clean-artifacts
+	$(MAKE) -C crash-patches clean

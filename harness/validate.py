@@ -69,6 +69,16 @@ class CrashSession:
         return [ln for ln in self.outputs.get(command, "").splitlines() if CRASH_FAILURES.search(ln)]
 
 
+def kaslr_option(dump: Path) -> list[str]:
+    """crash 8.0.2 finds the KASLR offset itself only when vmlinux has
+    ``module_load_offset``; the dump's VMCOREINFO says it exactly."""
+    try:
+        offset = elfcore.read(dump).vmcoreinfo().get("KERNELOFFSET")
+    except (elfcore.NotAnElfDump, OSError):
+        return []
+    return [f"--kaslr=0x{offset}"] if offset else []
+
+
 def run_crash(dump: Path, vmlinux: Path, commands: list[str], *, timeout: float = 300.0,
               log: Path | None = None) -> CrashSession:
     """Run crash in batch mode; split its output per command with shell-escape markers."""
@@ -79,7 +89,7 @@ def run_crash(dump: Path, vmlinux: Path, commands: list[str], *, timeout: float 
     for i, cmd in enumerate(commands):
         script += [f"!echo '@@LIVEDUMP-CMD-{i}@@'", cmd]
     script += [f"!echo '@@LIVEDUMP-CMD-{len(commands)}@@'", "exit"]
-    argv = [crash, "-s", "--no_scroll", str(vmlinux), str(dump)]
+    argv = [crash, "-s", "--no_scroll", *kaslr_option(dump), str(vmlinux), str(dump)]
     try:
         r = subprocess.run(argv, input="\n".join(script) + "\n", capture_output=True, text=True,
                            timeout=timeout, errors="replace")
