@@ -738,13 +738,13 @@ class PipelineBuilder:
             self.runner.run(["git", "-C", str(self.tree), "reset", "-q", "--hard"], capture=True, check=True)
 
 
-GUEST_TESTS = ("dump", "drgn", "boot")
+GUEST_TESTS = ("drgn", "dump", "boot")
 
 
 class PipelineTester:
     """Boots the step's kernel and runs a guest test through the harness."""
 
-    def __init__(self, name: str = "dump", *, kind: str = "test", say: Callable[[str], None] = lambda msg: None):
+    def __init__(self, name: str = "drgn", *, kind: str = "test", say: Callable[[str], None] = lambda msg: None):
         if name not in GUEST_TESTS:
             raise HarnessError("bisect", f"unknown --test {name!r}; choose from {', '.join(GUEST_TESTS)}")
         self.name = "boot" if kind == "boot" else name
@@ -813,10 +813,17 @@ class PipelineTester:
         problems = []
         if view.init_comm != "swapper/0":
             problems.append(f"init_task.comm is {view.init_comm!r}")
+        if view.release != kernel.release:
+            problems.append(f"release is {view.release!r}, the build is {kernel.release!r}")
+        loads = sum(comm == dump_mod.LOAD_TASK for _, comm in view.tasks)
+        if loads < 3:
+            problems.append(f"{loads} {dump_mod.LOAD_TASK} tasks in the task list")
         if taken.markers.before not in view.log:
-            problems.append("marker A is missing")
+            problems.append("marker A is missing from the printk buffer")
         if taken.markers.after in view.log:
-            problems.append("marker B is present")
+            problems.append("marker B (written after the dump) is in it")
+        if view.nr_prstatus != p.options.smp:
+            problems.append(f"{view.nr_prstatus} NT_PRSTATUS notes for {p.options.smp} CPUs")
         return TestOutcome(Test.FAILED, "; ".join(problems)) if problems else TestOutcome(Test.PASSED)
 
 
@@ -925,8 +932,9 @@ def add_arguments(p) -> None:
     g.add_argument("--bad", metavar="REF", help="a commit where the test fails; series mode: default the last patch")
     g.add_argument("--type", choices=("build", "boot", "test"), default="test",
                    help="which stage's failure is 'bad'; earlier stages' failures are skips (default: %(default)s)")
-    g.add_argument("--test", choices=GUEST_TESTS, default="dump",
-                   help="guest test: dump (dump + drgn + crash), drgn (dump + drgn), boot (default: %(default)s)")
+    g.add_argument("--test", choices=GUEST_TESTS, default="drgn",
+                   help="guest test: drgn (one dump under load read back by drgn), dump (the end-to-end test: "
+                   "drgn and crash), boot (default: %(default)s)")
     g.add_argument("--tries", type=int, default=1, metavar="N", help="run the test N times per step")
     g.add_argument("--flaky-is-bad", action="store_true",
                    help="with --tries: a step that fails some tries is bad (default: skipped as inconclusive)")

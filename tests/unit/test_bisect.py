@@ -588,3 +588,11 @@ def test_cli_series_mode_names_the_patch(tmp_path, fakes, capsys, monkeypatch):
     # A tree bisect did not make is never reset.
     assert cli.main([*argv, "--tree", str(work)]) == 1
     assert "did not make" in capsys.readouterr().err
+
+
+def test_cli_defaults():
+    args = cli.build_parser().parse_args(["bisect", "--tree", "t", "--good", "a", "--bad", "b"])
+    assert (args.type, args.test, args.tries, args.reverse, args.apply_series) == ("test", "drgn", 1, False, "auto")
+    assert b.PipelineTester().name == "drgn" and b.PipelineTester("dump", kind="boot").name == "boot"
+    with pytest.raises(HarnessError, match="unknown --test"):
+        b.PipelineTester("nope")
