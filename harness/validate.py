@@ -113,3 +113,19 @@ def run_crash(dump: Path, vmlinux: Path, commands: list[str], *, timeout: float 
 def crash_release(session: CrashSession) -> str | None:
     m = re.search(r"^\s*RELEASE:\s*(\S+)", session.outputs.get("sys", ""), re.M)
     return m.group(1) if m else None
+
+
+def crash_misreads_pid_numbers(session: CrashSession) -> bool:
+    """True when crash reads struct pid too short to reach numbers[0].
+
+    crash 8.0.2 reads SIZE(pid) bytes of each struct pid and then looks at
+    numbers[0].ns. Since "pid: Replace struct pid 1-element array with
+    flex-array" (in Debian's 6.1.y too) numbers[] starts at SIZE(pid), so
+    crash reads past its buffer, matches no pid and its task table holds
+    only the idle and active tasks (QEMU's own dumps show it the same way).
+    Needs "help -o" among the session's commands.
+    """
+    text = session.outputs.get("help -o", "")
+    numbers = re.search(r"^\s+pid_numbers:\s+(\d+)$", text, re.M)
+    size = re.search(r"^\s+pid:\s+(\d+)$", text, re.M)
+    return bool(numbers and size and int(numbers.group(1)) >= int(size.group(1)))

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.qemu
 
 
 @pytest.fixture(scope="module")
-def dumped(pipeline):
+def dumped(pipeline, pytestconfig):
     """Boot with a dump disk, dump under load, then a second dump after release."""
     if not (pipeline.build().headers / "linux" / "livedump.h").is_file():
         pytest.fail("the built kernel has no livedump uapi: series or fragment missing")
@@ -22,8 +22,12 @@ def dumped(pipeline):
         second = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, reason="second dump")
         state_after = dump_mod.status(console).get("state")
         dump_mod.stop_load(console)
-    print(f"stop_machine pause: {first.status.get('pause_ns')} ns (first), {second.status.get('pause_ns')} ns "
-          f"(second); COW faults {first.status.get('cow_faults')}, {second.status.get('cow_faults')}")
+    # Shown even when output is captured: the pause is a number people want to see.
+    pytestconfig.get_terminal_writer().line(
+        f"\nlivedump: stop_machine pause {first.status.get('pause_ns')} ns (first dump), "
+        f"{second.status.get('pause_ns')} ns (second); COW faults {first.status.get('cow_faults')}, "
+        f"{second.status.get('cow_faults')}; failed pages {first.status.get('failed_pages')}, "
+        f"{second.status.get('failed_pages')}")
     return {"first": first, "second": second, "image": dump_mod.dump_image(disks), "state_after": state_after}
 
 
@@ -66,13 +70,35 @@ def test_one_prstatus_per_cpu(pipeline, dumped, drgn_view):
     assert note.nr_cpus == pipeline.options.smp
 
 
-def test_crash_reads_the_dump(pipeline, dumped):
-    session = validate.run_crash(dumped["image"], pipeline.build().vmlinux, ["sys", "ps", "log", "bt -a", "kmem -i"],
-                                 log=pipeline.run.path("crash.log"))
-    assert validate.crash_release(session) == pipeline.build().release
-    assert dump_mod.LOAD_TASK in session.outputs["ps"]
+CRASH_COMMANDS = ["sys", "help -o", "ps", "log", "bt -a", "kmem -i"]
+
+
+@pytest.fixture(scope="module")
+def crash_session(pipeline, dumped):
+    return validate.run_crash(dumped["image"], pipeline.build().vmlinux, CRASH_COMMANDS,
+                              log=pipeline.run.path("crash.log"))
+
+
+def test_crash_reads_release_log_and_memory(pipeline, dumped, crash_session):
+    assert validate.crash_release(crash_session) == pipeline.build().release
     markers = dumped["second"].markers
-    assert markers.before in session.outputs["log"]
-    assert markers.after not in session.outputs["log"]
-    for cmd in ("sys", "ps", "log", "bt -a", "kmem -i"):
-        assert session.failures(cmd) == [], f"crash `{cmd}`:\n{session.outputs[cmd]}"
+    assert markers.before in crash_session.outputs["log"]
+    assert markers.after not in crash_session.outputs["log"]
+    for cmd in ("sys", "log", "kmem -i"):
+        assert crash_session.failures(cmd) == [], f"crash `{cmd}`:\n{crash_session.outputs[cmd]}"
+
+
+def _known_crash_task_table_bug(crash_session) -> None:
+    if validate.crash_misreads_pid_numbers(crash_session):
+        pytest.xfail("crash 8.0.2 reads struct pid short of its flexible numbers[] array and finds no tasks "
+                     "(same on QEMU's dumps; fixed in crash 8.0.3)")
+
+
+def test_crash_ps_lists_the_load(crash_session):
+    _known_crash_task_table_bug(crash_session)
+    assert dump_mod.LOAD_TASK in crash_session.outputs["ps"]
+
+
+def test_crash_bt_all_cpus(crash_session):
+    _known_crash_task_table_bug(crash_session)
+    assert crash_session.failures("bt -a") == [], crash_session.outputs["bt -a"]
