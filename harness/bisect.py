@@ -682,6 +682,11 @@ class PipelineBuilder:
         self.apply = apply  # auto | always | never
         self.say = say
         self._dirty = False
+        self._last = None
+
+    @property
+    def _accel(self):
+        return getattr(self._last, "_accel", None)
 
     def build(self, rev: str, step_dir: Path) -> BuildOutcome:
         from .artifacts import Run
@@ -702,6 +707,10 @@ class PipelineBuilder:
         from .runner import Runner
         runner = Runner(log_path=run.commands_log, verbose=self.runner.verbose)
         p = Pipeline(run, self.options, paths=self.paths, runner=runner)
+        if self._accel is not None:  # probe KVM once per bisect, not once per step
+            p._accel = self._accel
+            run.facts["accel"] = {"used": self._accel.accel, "why": self._accel.reason + " (probed at an earlier step)"}
+        self._last = p
         try:
             build_dir = p.build_dir()
             build_dir.mkdir(parents=True, exist_ok=True)
@@ -729,7 +738,7 @@ class PipelineBuilder:
     def _finish(self, run, outcome: BuildOutcome) -> BuildOutcome:
         run.facts["bisect_build"] = {"status": outcome.status.value, "reason": outcome.reason,
                                      "image_digest": outcome.image_digest}
-        run.finish(outcome.status.value, outcome.reason or None)
+        run.finish(outcome.status.value, None if outcome.status is Build.OK else outcome.reason or None)
         return outcome
 
     def cleanup(self) -> None:
@@ -805,7 +814,8 @@ class PipelineTester:
             if console.run("command -v livedump").status != 0:
                 return TestOutcome(Test.UNTESTABLE, "the guest has no livedump tool")
             dump_mod.start_load(console)
-            taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET)
+            # A kernel that hangs in the dump is bad; do not wait the tool's 15 minutes for it.
+            taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, timeout=p.options.timeouts.command)
             dump_mod.stop_load(console)
         if taken.result.status != 0:
             return TestOutcome(Test.FAILED, f"livedump dump exited {taken.result.status}")
