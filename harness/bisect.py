@@ -52,7 +52,7 @@ import subprocess
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -445,9 +445,12 @@ class Bisector:
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, enum.Enum):
         return obj.name
+    if isinstance(obj, StepResult):
+        return {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__} | {
+            "verdict": str(obj.verdict), "kind": obj.verdict.kind.name, "reason": obj.verdict.reason,
+            "confidence": obj.verdict.confidence}
     if hasattr(obj, "__dataclass_fields__"):
-        return {k: _jsonable(v) for k, v in asdict(obj).items()} | (
-            {"verdict": str(obj.verdict), "kind": obj.verdict.kind.name} if isinstance(obj, StepResult) else {})
+        return {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__}
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -163,7 +163,10 @@ def test_finds_the_culprit_and_skips_the_broken_build(tmp_path):
     assert len(step_dirs) == len(outcome.steps)
     saved = json.loads((step_dirs[0] / "verdict.json").read_text())
     assert saved["commit"] == outcome.steps[0].commit and (step_dirs[0] / "build.log").is_file()
-    assert json.loads((run_dir / "bisect.json").read_text())["culprit"] == shas[6]
+    summary = json.loads((run_dir / "bisect.json").read_text())
+    assert summary["culprit"] == shas[6] and summary["status"] == "found"
+    assert {s["commit"]: s["kind"] for s in summary["steps"]}[shas[4]] == "SKIP"
+    assert summary["same_image_as_parent"] is False
     lines = b.describe(outcome)
     assert lines[0] == f"first bad commit: {shas[6]} commit 6"
     assert any(line.startswith(f"skipped {shas[4][:12]}") for line in lines)
