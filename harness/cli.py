@@ -146,19 +146,18 @@ def cmd_run(p: Pipeline, args) -> int:
 
 def cmd_test(p: Pipeline, args) -> int:
     kernel = p.build()
-    with p.boot() as console:
-        with p.run.stage("uname"):
-            uname = console.run("uname -r", check=True).output.strip()
-    if uname != kernel.release:
-        raise HarnessError("test", f"guest `uname -r` says {uname!r}, the build is {kernel.release!r}")
-    print(f"guest runs the pinned kernel: uname -r = {uname}")
     if not (kernel.headers / "linux" / "livedump.h").is_file():
         say("this kernel has no livedump (series or fragment missing): boot test only")
+        with p.boot() as console, p.run.stage("uname"):
+            uname = console.run("uname -r", check=True).output.strip()
+        if uname != kernel.release:
+            raise HarnessError("test", f"guest `uname -r` says {uname!r}, the build is {kernel.release!r}")
+        print(f"guest runs the pinned kernel: uname -r = {uname}")
         return 0
     verdict = e2e.dump_and_validate(p)
     if verdict.failed:
         raise HarnessError("test", f"{len(verdict.failed)} check(s) failed", detail="\n".join(verdict.failed))
-    print(f"livedump end to end: {len(verdict.checks)} checks passed")
+    print(f"livedump end to end on {kernel.release}: {len(verdict.checks)} checks passed")
     return 0
 
 

@@ -37,6 +37,9 @@ def dump_and_validate(p: Pipeline) -> Verdict:
     disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
     verdict = Verdict()
     with p.boot(disks) as console:
+        uname = console.run("uname -r", check=True).output.strip()
+        verdict.check("guest runs the built kernel (uname -r)", uname == kernel.release, uname)
+        print(f"guest runs the pinned kernel: uname -r = {uname}")
         if console.run("command -v livedump").status != 0:
             raise HarnessError("test", "the guest has no livedump tool: is the series applied and "
                                "CONFIG_LIVEDUMP in the fragments?")
