@@ -36,14 +36,14 @@ class Runner:
     echo: IO[str] = field(default_factory=lambda: sys.stderr)
 
     def record(self, argv: Sequence[str | os.PathLike], cwd: Path | None = None,
-               env: Mapping[str, str] | None = None) -> str:
+               env: Mapping[str, str] | None = None, *, mutates: bool = True) -> str:
         line = quote(argv, cwd, env)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as f:
                 f.write(line + "\n")
         if self.verbose or self.dry_run:
-            print(("would run: " if self.dry_run else "+ ") + line, file=self.echo)
+            print(("would run: " if self.dry_run and mutates else "+ ") + line, file=self.echo)
         return line
 
     def run(self, argv: Sequence[str | os.PathLike], *, cwd: Path | None = None,
@@ -55,7 +55,7 @@ class Runner:
         Commands that only read (``mutates=False``) still run under --dry-run,
         because later steps need their answers to print the right commands.
         """
-        self.record(argv, cwd, env)
+        self.record(argv, cwd, env, mutates=mutates)
         if self.dry_run and mutates:
             return subprocess.CompletedProcess(list(map(os.fspath, argv)), 0, "", "")
         full_env = dict(os.environ, **env) if env else None
