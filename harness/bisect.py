@@ -255,7 +255,9 @@ class Bisector:
     """Runs a bisect through the interfaces; knows nothing about kernels or QEMU."""
 
     def __init__(self, git: Git, builder: Builder, tester: Tester, config: Config, run_dir: Path, *,
-                 say: Callable[[str], None] = lambda msg: None):
+                 say: Callable[[str], None] = lambda msg: None,
+                 on_step: Callable[[StepResult], None] | None = None):
+        self.on_step = on_step
         self.git = git
         self.builder = builder
         self.tester = tester
@@ -295,6 +297,8 @@ class Bisector:
                             [{"status": t.status.value, "reason": t.reason} for t in tries], digest, str(step_dir))
         (step_dir / "verdict.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n")
         self.steps.append(result)
+        if self.on_step is not None:
+            self.on_step(result)
         self.say(f"step {index}: {rev[:12]} is {verdict}")
         return result
 
@@ -962,6 +966,8 @@ def add_arguments(p) -> None:
                    "(the files the series creates exist)")
     g.add_argument("--no-compare-parent", action="store_true",
                    help="do not build the culprit's parent to compare kernel images")
+    g.add_argument("--keep-images", action="store_true",
+                   help="keep every step's guest disk images (default: only a bad step's, as evidence)")
     g.add_argument("--step", action="store_true",
                    help="test the tree's current checkout once and exit 0/1/125/128 (a `git bisect run` script)")
 
@@ -1015,7 +1021,8 @@ def command(p, args) -> int:
                     check_endpoints=args.check_endpoints, replay=args.replay, flaky_is_bad=args.flaky_is_bad,
                     compare_parent=not args.no_compare_parent)
     git = RealGit(tree, p.runner)
-    bisector = Bisector(git, builder, tester, config, p.run.directory, say=say)
+    on_step = None if args.keep_images else drop_disk_images
+    bisector = Bisector(git, builder, tester, config, p.run.directory, say=say, on_step=on_step)
     if args.step:
         return _one_step(bisector, git, p)
 
@@ -1039,6 +1046,14 @@ def command(p, args) -> int:
     if outcome.status == "aborted":
         raise HarnessError("bisect", f"aborted: {outcome.reason}", exit_code=Kind.ABORT.value)
     return outcome.exit_code
+
+
+def drop_disk_images(result: StepResult) -> None:
+    """A dump image is as big as guest RAM: keep it only where the test failed."""
+    if result.verdict.kind is Kind.BAD or not result.directory:
+        return
+    for image in Path(result.directory).rglob("*.img"):
+        image.unlink(missing_ok=True)
 
 
 def _one_step(bisector: Bisector, git: Git, p) -> int:

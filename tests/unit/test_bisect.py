@@ -599,3 +599,16 @@ def test_cli_defaults():
     assert b.PipelineTester().name == "drgn" and b.PipelineTester("dump", kind="boot").name == "boot"
     with pytest.raises(HarnessError, match="unknown --test"):
         b.PipelineTester("nope")
+
+
+def test_disk_images_are_dropped_except_for_bad_steps(tmp_path):
+    for kind in ("good", "bad", "skip"):
+        d = tmp_path / kind
+        (d / "try-2").mkdir(parents=True)
+        for name in ("dump0.img", "try-2/scratch.img", "serial.log"):
+            (d / name).write_text("x")
+        verdict = {"good": b.good(), "bad": b.bad("x"), "skip": b.skip("x")}[kind]
+        b.drop_disk_images(b.StepResult(1, "0" * 40, "s", verdict, "ok", directory=str(d)))
+    assert sorted(p.name for p in tmp_path.rglob("*.img")) == ["dump0.img", "scratch.img"]
+    assert all(p.parent.name in ("bad", "try-2") and "bad" in str(p) for p in tmp_path.rglob("*.img"))
+    assert len(list(tmp_path.rglob("serial.log"))) == 3
