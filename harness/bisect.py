@@ -419,8 +419,9 @@ class Bisector:
         parent = self.git.parent(culprit)
         if parent is None:
             return None
+        stepped = {s.commit for s in self.steps}  # built once already: no image means it did not build
         for rev in (culprit, parent):
-            if rev not in self.digests and self.config.compare_parent:
+            if rev not in self.digests and rev not in stepped and self.config.compare_parent:
                 self.say(f"building {rev[:12]} to compare the culprit's kernel image with its parent's")
                 self.git.checkout(rev)
                 compare_dir = self.run_dir / "compare" / rev[:12]

@@ -175,9 +175,11 @@ def test_finds_the_culprit_and_skips_the_broken_build(tmp_path):
 def test_build_failure_is_bad_when_bisecting_the_build(tmp_path):
     repo = tmp_path / "repo"
     shas = make_history(repo, [GOOD, GOOD, NOBUILD, NOBUILD, NOBUILD])
-    outcome, _, tester, _ = run_bisect(repo, tmp_path, b.Config(good=(shas[0],), bad=shas[5], type="build"))
+    outcome, builder, tester, _ = run_bisect(repo, tmp_path, b.Config(good=(shas[0],), bad=shas[5], type="build"))
     assert outcome.culprit == shas[3]
     assert tester.tested == []  # --type build never boots
+    assert builder.built.count(shas[3]) == 1  # a culprit that does not build is not rebuilt to compare images
+    assert outcome.same_image_as_parent is None
     assert all(s.verdict.kind in (b.Kind.GOOD, b.Kind.BAD) for s in outcome.steps)
 
 
