@@ -84,5 +84,11 @@ def dump_and_validate(p: Pipeline) -> Verdict:
             continue
         bad = session.failures(cmd)
         verdict.check(f"crash: `{cmd}` reads without errors", not bad, "; ".join(bad[:3]))
+    with p.run.stage("makedumpfile"):
+        packed = validate.makedumpfile(image, p.run.path("dump0.kdump"))
+        reread = validate.read_with_drgn(packed.path, kernel.vmlinux)
+    verdict.check("makedumpfile -c -d 31: drgn reads the result", reread.release == kernel.release
+                  and taken.markers.before in reread.log,
+                  f"{packed.elf_bytes} -> {packed.kdump_bytes} bytes, ratio {packed.ratio:.4f}")
     p.run.facts["checks"] = [{"name": n, "ok": ok, "detail": d} for n, ok, d in verdict.checks]
     return verdict

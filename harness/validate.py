@@ -80,7 +80,7 @@ def kaslr_option(dump: Path) -> list[str]:
 
 
 def run_crash(dump: Path, vmlinux: Path, commands: list[str], *, timeout: float = 300.0,
-              log: Path | None = None) -> CrashSession:
+              log: Path | None = None, kaslr_from: Path | None = None) -> CrashSession:
     """Run crash in batch mode; split its output per command with shell-escape markers."""
     crash = shutil.which("crash")
     if crash is None:
@@ -89,7 +89,7 @@ def run_crash(dump: Path, vmlinux: Path, commands: list[str], *, timeout: float 
     for i, cmd in enumerate(commands):
         script += [f"!echo '@@LIVEDUMP-CMD-{i}@@'", cmd]
     script += [f"!echo '@@LIVEDUMP-CMD-{len(commands)}@@'", "exit"]
-    argv = [crash, "-s", "--no_scroll", *kaslr_option(dump), str(vmlinux), str(dump)]
+    argv = [crash, "-s", "--no_scroll", *kaslr_option(kaslr_from or dump), str(vmlinux), str(dump)]
     try:
         r = subprocess.run(argv, input="\n".join(script) + "\n", capture_output=True, text=True,
                            timeout=timeout, errors="replace")
@@ -129,3 +129,34 @@ def crash_misreads_pid_numbers(session: CrashSession) -> bool:
     numbers = re.search(r"^\s+pid_numbers:\s+(\d+)$", text, re.M)
     size = re.search(r"^\s+pid:\s+(\d+)$", text, re.M)
     return bool(numbers and size and int(numbers.group(1)) >= int(size.group(1)))
+
+
+@dataclass
+class Compressed:
+    path: Path
+    elf_bytes: int
+    kdump_bytes: int
+    output: str
+
+    @property
+    def ratio(self) -> float:
+        return self.kdump_bytes / self.elf_bytes
+
+
+def makedumpfile(dump: Path, out: Path, *, level: int = 31, timeout: float = 600.0) -> Compressed:
+    """Filter and compress a livedump ELF into a kdump-compressed file.
+
+    makedumpfile takes the layout from the dump's VMCOREINFO alone (no -x):
+    with a vmlinux it looks for page_offset_base, which a kernel without
+    RANDOMIZE_MEMORY does not have. makedumpfile 1.7.2 warns that 6.1 is
+    newer than it knows, and converts it correctly all the same.
+    """
+    tool = shutil.which("makedumpfile")
+    if tool is None:
+        raise ToolMissing("validate", "makedumpfile", "makedumpfile")
+    out.unlink(missing_ok=True)
+    r = subprocess.run([tool, "-c", "-d", str(level), str(dump), str(out)], capture_output=True, text=True,
+                       timeout=timeout, errors="replace")
+    if r.returncode != 0 or not out.is_file():
+        raise ValidationError(f"makedumpfile failed (exit {r.returncode})", detail=(r.stdout + r.stderr)[-3000:])
+    return Compressed(out, elfcore.read(dump).end, out.stat().st_size, r.stdout + r.stderr)

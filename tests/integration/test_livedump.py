@@ -102,3 +102,20 @@ def test_crash_ps_lists_the_load(crash_session):
 def test_crash_bt_all_cpus(crash_session):
     _known_crash_task_table_bug(crash_session)
     assert crash_session.failures("bt -a") == [], crash_session.outputs["bt -a"]
+
+
+def test_makedumpfile_round_trip(pipeline, dumped, pytestconfig):
+    """makedumpfile -c -d 31 turns the dump into a kdump file that drgn and crash still read."""
+    out = validate.makedumpfile(dumped["image"], pipeline.run.path("dump0.kdump"))
+    pytestconfig.get_terminal_writer().line(
+        f"\nlivedump: makedumpfile -c -d 31: {out.elf_bytes} -> {out.kdump_bytes} bytes (ratio {out.ratio:.4f})")
+    assert 0 < out.ratio < 0.5
+    kernel = pipeline.build()
+    view = validate.read_with_drgn(out.path, kernel.vmlinux)
+    assert view.release == kernel.release
+    assert dumped["second"].markers.before in view.log
+    assert sum(comm == dump_mod.LOAD_TASK for _, comm in view.tasks) >= 3
+    # crash needs the KASLR offset, which only the ELF dump's VMCOREINFO note tells the harness.
+    session = validate.run_crash(out.path, kernel.vmlinux, ["sys", "log"], kaslr_from=dumped["image"])
+    assert validate.crash_release(session) == kernel.release
+    assert dumped["second"].markers.before in session.outputs["log"]
