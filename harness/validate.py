@@ -48,8 +48,11 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
         raise ValidationError(f"drgn cannot open {dump} with {vmlinux}: {e}") from None
     tasks = [(int(t.pid), t.comm.string_().decode(errors="replace")) for t in for_each_task(prog)]
     log = "\n".join(r.text.decode(errors="replace") for r in get_printk_records(prog))
-    core = elfcore.read(dump)
-    prstatus = core.prstatus()
+    try:
+        prstatus = elfcore.read(dump).prstatus()
+    except elfcore.NotAnElfDump:
+        prstatus = []  # a kdump-compressed file (makedumpfile): drgn reads it, elfcore does not
+
     return DrgnView(
         release=prog["init_uts_ns"].name.release.string_().decode(),
         init_comm=prog["init_task"].comm.string_().decode(),
