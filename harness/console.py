@@ -119,9 +119,9 @@ class GuestConsole:
         self.release: str | None = None
         self.started = time.monotonic()
         # QEMU's own stderr goes to a file so it cannot interleave with the guest console.
-        cmd = " ".join(_shell_quote(a) for a in argv)
+        cmd = " ".join(shlex.quote(a) for a in argv)
         if stderr_log:
-            cmd += f" 2>{_shell_quote(str(stderr_log))}"
+            cmd += f" 2>{shlex.quote(str(stderr_log))}"
         self.child = pexpect.spawn("/bin/sh", ["-c", f"exec {cmd}"], encoding="utf-8",
                                    codec_errors="replace", preexec_fn=_die_with_parent, echo=False,
                                    dimensions=(50, 200))
@@ -212,7 +212,3 @@ class GuestConsole:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _shell_quote(s: str) -> str:
-    return shlex.quote(s)
