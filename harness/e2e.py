@@ -48,8 +48,8 @@ def dump_and_validate(p: Pipeline) -> Verdict:
             taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET)
         dump_mod.stop_load(console)
     p.run.facts["dump"] = {"exit": taken.result.status, "counters": taken.status, "output": taken.result.output}
-    verdict.check("livedump dump exits 0", taken.result.status == 0, taken.result.output.splitlines()[-1:]
-                  and taken.result.output.splitlines()[-1] or "")
+    verdict.check("livedump dump exits 0", taken.result.status == 0,
+                  (taken.result.output.splitlines() or [""])[-1])
     if taken.result.status != 0:
         return verdict
     say(f"stop_machine pause: {taken.status.get('pause_ns', '?')} ns, "

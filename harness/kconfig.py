@@ -162,7 +162,7 @@ def _kconfig_class(kconfiglib):
     class KernelKconfig(kconfiglib.Kconfig):
         def _open(self, filename, mode):
             f = super()._open(filename, mode)
-            if mode != "r" or not str(filename).endswith("Kconfig") and "Kconfig" not in str(filename):
+            if mode != "r" or "Kconfig" not in os.path.basename(filename):
                 return f
             with f:
                 text = f.read()
