@@ -16,6 +16,7 @@
 
 #include <fcntl.h>
 
+#include "crash_compat.h"
 #include "livedump_note.h"
 
 void livedump_init(void);
@@ -66,12 +67,27 @@ static struct command_table_entry command_table[] = {
 void __attribute__((constructor))
 livedump_init(void)
 {
+	struct ld_dump d;
+	char err[256];
+	int fd = -1, is_livedump = 0;
+
 	register_extension(command_table);
+
+	if (!ACTIVE() && pc->dumpfile)
+		fd = open(pc->dumpfile, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		is_livedump = !ld_read(fd, &d, err, sizeof(err)) && d.has_note;
+		close(fd);
+	}
+	ld_crash_compat(fp, is_livedump ? &d : NULL);
+	if (is_livedump)
+		ld_free(&d);
 }
 
 void __attribute__((destructor))
 livedump_fini(void)
 {
+	ld_crash_compat_undo();
 }
 
 /* The task and the symbol of rip for one captured CPU. */

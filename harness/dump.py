@@ -85,6 +85,7 @@ class DumpRun:
     result: CommandResult
     status: dict[str, str]
     markers: Markers
+    reason: str = ""
 
 
 def dump_with_markers(console: GuestConsole, target: str, *, reason: str = "harness test",
@@ -99,4 +100,4 @@ def dump_with_markers(console: GuestConsole, target: str, *, reason: str = "harn
     result = console.run(f"livedump dump {target} --reason '{reason}'", timeout=timeout)
     kmsg(console, markers.after)
     counters = parse_status("\n".join(line.removeprefix("livedump: ") for line in result.output.splitlines()))
-    return DumpRun(result, counters, markers)
+    return DumpRun(result, counters, markers, reason)

@@ -33,6 +33,8 @@ class DrgnView:
     log: str
     nr_prstatus: int
     prstatus_pids: list[int]
+    # Per CPU: the function each CPU was executing at the stop instant (NT_PRSTATUS rip).
+    stop_functions: list[str] = field(default_factory=list)
 
 
 def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
@@ -52,6 +54,12 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
         prstatus = elfcore.read(dump).prstatus()
     except elfcore.NotAnElfDump:
         prstatus = []  # a kdump-compressed file (makedumpfile): drgn reads it, elfcore does not
+    stop_functions = []
+    for note in prstatus:
+        try:
+            stop_functions.append(prog.symbol(note.regs["rip"]).name)
+        except LookupError:
+            stop_functions.append(f"{note.regs['rip']:#x}")
 
     return DrgnView(
         release=prog["init_uts_ns"].name.release.string_().decode(),
@@ -60,6 +68,7 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
         log=log,
         nr_prstatus=len(prstatus),
         prstatus_pids=[p.pid for p in prstatus],
+        stop_functions=stop_functions,
     )
 
 
@@ -82,12 +91,36 @@ def kaslr_option(dump: Path) -> list[str]:
     return [f"--kaslr=0x{offset}"] if offset else []
 
 
+CRASH_PATCHES = Path(__file__).resolve().parent.parent / "crash-patches"
+
+
+def build_crash_extension(out_dir: Path) -> Path:
+    """Build crash-patches/livedump.so into out_dir, as a user would (make)."""
+    if shutil.which("crash") is None:
+        raise ToolMissing("validate", "crash", "crash")
+    if not Path("/usr/include/crash/defs.h").is_file():
+        raise ValidationError("crash's headers are missing (/usr/include/crash/defs.h): apt install crash")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["make", "-s", "-C", str(CRASH_PATCHES), f"O={out_dir}", "all"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ValidationError("building the crash extension failed", detail=(r.stdout + r.stderr)[-3000:])
+    return out_dir / "livedump.so"
+
+
 def run_crash(dump: Path, vmlinux: Path, commands: list[str], *, timeout: float = 300.0,
-              log: Path | None = None, kaslr_from: Path | None = None) -> CrashSession:
-    """Run crash in batch mode; split its output per command with shell-escape markers."""
+              log: Path | None = None, kaslr_from: Path | None = None,
+              extension: Path | None = None) -> CrashSession:
+    """Run crash in batch mode; split its output per command with shell-escape markers.
+
+    With ``extension``, crash first loads it (``extend``); its output is
+    under that command's name like any other.
+    """
     crash = shutil.which("crash")
     if crash is None:
         raise ToolMissing("validate", "crash", "crash")
+    if extension is not None:
+        commands = [f"extend {extension}", *commands]
     script = []
     for i, cmd in enumerate(commands):
         script += [f"!echo '@@LIVEDUMP-CMD-{i}@@'", cmd]
@@ -132,6 +165,21 @@ def crash_misreads_pid_numbers(session: CrashSession) -> bool:
     numbers = re.search(r"^\s+pid_numbers:\s+(\d+)$", text, re.M)
     size = re.search(r"^\s+pid:\s+(\d+)$", text, re.M)
     return bool(numbers and size and int(numbers.group(1)) >= int(size.group(1)))
+
+
+def crash_backtraces(text: str) -> dict[int, list[str]]:
+    """``bt -a`` output -> {cpu: [function of frame #0, #1, ...]}."""
+    traces: dict[int, list[str]] = {}
+    frames: list[str] | None = None
+    for line in text.splitlines():
+        head = re.match(r"PID:\s+\d+\s+TASK:\s+[0-9a-f]+\s+CPU:\s+(\d+)", line)
+        if head:
+            frames = traces.setdefault(int(head.group(1)), [])
+            continue
+        frame = re.match(r"\s*#\d+ \[[0-9a-f]+\] (\S+) at ", line)
+        if frame and frames is not None:
+            frames.append(frame.group(1))
+    return traces
 
 
 @dataclass

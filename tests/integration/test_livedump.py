@@ -70,13 +70,15 @@ def test_one_prstatus_per_cpu(pipeline, dumped, drgn_view):
     assert note.nr_cpus == pipeline.options.smp
 
 
-CRASH_COMMANDS = ["sys", "help -o", "ps", "log", "bt -a", "kmem -i"]
+CRASH_COMMANDS = ["sys", "help -o", "ps", "log", "bt -a", "kmem -i", "kmem -s", "files 1", "vm 2"]
 
 
 @pytest.fixture(scope="module")
 def crash_session(pipeline, dumped):
+    """Debian's crash with crash-patches/livedump.so loaded, as the README tells users to run it."""
+    extension = validate.build_crash_extension(pipeline.run.path("crash-extension"))
     return validate.run_crash(dumped["image"], pipeline.build().vmlinux, CRASH_COMMANDS,
-                              log=pipeline.run.path("crash.log"))
+                              log=pipeline.run.path("crash.log"), extension=extension)
 
 
 def test_crash_reads_release_log_and_memory(pipeline, dumped, crash_session):
@@ -84,24 +86,36 @@ def test_crash_reads_release_log_and_memory(pipeline, dumped, crash_session):
     markers = dumped["second"].markers
     assert markers.before in crash_session.outputs["log"]
     assert markers.after not in crash_session.outputs["log"]
-    for cmd in ("sys", "log", "kmem -i"):
+    for cmd in ("sys", "log", "kmem -i", "kmem -s"):
         assert crash_session.failures(cmd) == [], f"crash `{cmd}`:\n{crash_session.outputs[cmd]}"
 
 
-def _known_crash_task_table_bug(crash_session) -> None:
-    if validate.crash_misreads_pid_numbers(crash_session):
-        pytest.xfail("crash 8.0.2 reads struct pid short of its flexible numbers[] array and finds no tasks "
-                     "(same on QEMU's dumps; fixed in crash 8.0.3)")
+def test_extension_makes_crash_read_struct_pid_whole(crash_session):
+    """Without the extension crash 8.0.2 reads struct pid short of numbers[] (6.1 flex array)."""
+    assert not validate.crash_misreads_pid_numbers(crash_session), crash_session.outputs["help -o"]
+    assert "task table rebuilt" in crash_session.outputs[next(c for c in crash_session.outputs
+                                                             if c.startswith("extend "))]
 
 
 def test_crash_ps_lists_the_load(crash_session):
-    _known_crash_task_table_bug(crash_session)
+    assert crash_session.failures("ps") == [], crash_session.outputs["ps"]
     assert dump_mod.LOAD_TASK in crash_session.outputs["ps"]
 
 
-def test_crash_bt_all_cpus(crash_session):
-    _known_crash_task_table_bug(crash_session)
+def test_crash_bt_starts_each_cpu_at_the_stop_instant(pipeline, crash_session, drgn_view):
+    """bt -a: every CPU's active task unwinds from the rip saved in its NT_PRSTATUS note."""
     assert crash_session.failures("bt -a") == [], crash_session.outputs["bt -a"]
+    traces = validate.crash_backtraces(crash_session.outputs["bt -a"])
+    assert sorted(traces) == list(range(pipeline.options.smp)), crash_session.outputs["bt -a"]
+    assert [traces[cpu][0] for cpu in sorted(traces)] == drgn_view.stop_functions, crash_session.outputs["bt -a"]
+
+
+def test_crash_files_and_vm_of_a_kernel_thread(crash_session):
+    """files of init; vm only of a kernel thread (crash 8.0.2 cannot walk 6.1's maple tree)."""
+    assert crash_session.failures("files 1") == [], crash_session.outputs["files 1"]
+    assert "/dev/console" in crash_session.outputs["files 1"]
+    assert crash_session.failures("vm 2") == [], crash_session.outputs["vm 2"]
+    assert "kthreadd" in crash_session.outputs["vm 2"]
 
 
 def test_makedumpfile_round_trip(pipeline, dumped, pytestconfig):

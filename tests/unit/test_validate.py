@@ -81,3 +81,26 @@ def test_dump_disk_is_big_enough_for_ram_and_headers(tmp_path):
 def test_markers_differ_between_dumps():
     a, b = dump.Markers.new(), dump.Markers.new()
     assert a.before != a.after and a.before != b.before
+
+
+BT_A = """PID: 12       TASK: ffff8880010fe400  CPU: 0    COMMAND: "migration/0"
+ #0 [ffff888001113e20] ld_stop_fn at ffffffffa64b4c66
+ #1 [ffff888001113f18] kthread at ffffffffa645d988
+ #2 [ffff888001113f50] ret_from_fork at ffffffffa640119f
+
+PID: 15       TASK: ffff888001103c00  CPU: 1    COMMAND: "migration/1"
+ #0 [ffff888001123e68] __schedule at ffffffffa66ac274
+ #1 [ffff888001123e70] stop_one_cpu at ffffffffa64b6501
+    RIP: 0000000000460a63  RSP: 00007ffd8612b398  RFLAGS: 00000202
+"""
+
+
+def test_backtraces_per_cpu_in_frame_order():
+    traces = validate.crash_backtraces(BT_A)
+    assert traces == {0: ["ld_stop_fn", "kthread", "ret_from_fork"], 1: ["__schedule", "stop_one_cpu"]}
+    assert validate.crash_backtraces("bt: read of stack at fffffe0000014000 failed") == {}
+
+
+def test_extension_is_loaded_before_the_commands(fake_crash, tmp_path):
+    session = validate.run_crash(tmp_path / "dump", tmp_path / "vmlinux", ["ps"], extension=tmp_path / "x.so")
+    assert list(session.outputs) == [f"extend {tmp_path / 'x.so'}", "ps"]
