@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 from . import bisect as bisect_mod
-from . import e2e
+from . import consistency, e2e
 from . import patches as patches_mod
 from . import source as source_mod
 from .artifacts import Run
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("test", "end to end: build, boot, check the guest runs the built kernel")
     p = add("bisect", "find the commit (or patch of the series) that broke livedump, with git bisect")
     bisect_mod.add_arguments(p)
+    p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")
+    p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")
+    p.add_argument("--vmlinux", type=Path, help="vmlinux of the dumped kernel (default: the harness build's)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -165,8 +169,19 @@ def cmd_bisect(p: Pipeline, args) -> int:
     return bisect_mod.command(p, args)
 
 
+def cmd_check_consistency(p: Pipeline, args) -> int:
+    """Exit 0: every invariant holds; 1: violations (a torn dump); 2: cannot check."""
+    vmlinux = args.vmlinux or p.build().vmlinux
+    report = consistency.read_and_check(args.dump, vmlinux)
+    print(report.to_json() if args.json else report.text())
+    p.run.facts["consistency"] = {"dump": str(args.dump), "ok": report.ok, "violations": report.violations,
+                                  "lines": [f.line() for f in report.findings]}
+    return 0 if report.ok else 1
+
+
 COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, "build": cmd_build,
-            "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test, "bisect": cmd_bisect}
+            "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test, "bisect": cmd_bisect,
+            "check-consistency": cmd_check_consistency}
 
 
 def report(error: HarnessError) -> None:

@@ -1,0 +1,382 @@
+"""Is a dump one instant? Check the invariants of the test_livedump torture load.
+
+lib/test_livedump.c (CONFIG_TEST_LIVEDUMP) keeps kernel memory changing
+while a dump is taken, in structures whose state at any single instant obeys
+invariants that a copy taken over time breaks: a generation swept page by
+page, counter pairs on different pages, a linked list under insert/delete.
+This module reads that state out of a dump by symbol and type with drgn and
+checks every invariant.
+
+Reading (drgn) and judging (plain functions on plain values) are separate,
+so the judging is unit-tested on synthetic consistent and torn states.
+
+A violation on a page the dump itself lists as inconsistent (the LIVEDUMP
+note's failed pfns) is counted apart: the dump said so. A class of memory
+that livedump does not protect yet (vmalloc aliases, vmap'd stacks) is a
+known gap: checked and printed by name, but not a failure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import elfcore
+from .errors import HarnessError
+
+PAGE_SIZE = 4096
+WORDS_PER_PAGE = PAGE_SIZE // 8
+# The list walk gives up after this many nodes more than tld_list_len says: a torn list may loop.
+LIST_SLACK = 4096
+# x86-64, 4-level paging: the direct map covers 64 TiB from PAGE_OFFSET (Documentation/x86/x86_64/mm.rst).
+DIRECT_MAP_SIZE = 64 << 40
+
+
+class ConsistencyError(HarnessError):
+    """The dump cannot be checked at all (no torture state, load not running, unreadable)."""
+
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__("check-consistency", message, detail=detail, exit_code=2)
+
+
+@dataclass
+class Finding:
+    """One invariant of one dump."""
+
+    name: str
+    checked: int  # how many items (pages, words, nodes, pairs) were looked at
+    # One entry per violation: the addresses it involves (the first one is reported).
+    bad: list[tuple[int, ...]] = field(default_factory=list)
+    detail: str = ""
+    known_gap: str = ""  # why this class is not expected to hold yet; empty: it must hold
+    excused: int = 0  # violations involving a page the dump itself lists as inconsistent
+
+    @property
+    def violations(self) -> int:
+        return len(self.bad)
+
+    @property
+    def first_address(self) -> int | None:
+        return self.bad[0][0] if self.bad else None
+
+    @property
+    def fails(self) -> bool:
+        return not self.known_gap and self.violations > self.excused
+
+    def line(self) -> str:
+        if self.checked == 0:
+            verdict = "not exercised"
+        elif not self.bad:
+            verdict = "holds"
+        else:
+            plural = "s" if self.violations != 1 else ""
+            verdict = f"{self.violations} violation{plural}, first at {self.first_address:#x}"
+            if self.excused:
+                verdict += f" ({self.excused} on pages the dump marks inconsistent)"
+        gap = f"  [known gap: {self.known_gap}]" if self.known_gap else ""
+        return f"{self.name:<24} {verdict}{'; ' + self.detail if self.detail else ''}{gap}"
+
+
+@dataclass
+class Report:
+    dump: str
+    findings: list[Finding]
+    protected: bool  # the dump was taken with write protection (LIVEDUMP note: protected_entries > 0)
+    failed_pfns: list[int]
+
+    @property
+    def violations(self) -> int:
+        """Violations that count: not in known gaps, not excused by the dump's own failed-page list."""
+        return sum(f.violations - f.excused for f in self.findings if not f.known_gap)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.fails for f in self.findings)
+
+    def text(self) -> str:
+        kind = "write-protected" if self.protected else "NOT write-protected (test-only no-wrprotect)"
+        head = f"{self.dump}: {kind} livedump, {len(self.failed_pfns)} page(s) marked inconsistent"
+        tail = "consistent: every invariant holds" if self.ok else f"TORN: {self.violations} violation(s)"
+        return "\n".join([head, *(f"  {f.line()}" for f in self.findings), tail])
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["ok"], d["violations"] = self.ok, self.violations
+        for fd, f in zip(d["findings"], self.findings, strict=True):
+            fd["violations"], fd["fails"] = f.violations, f.fails
+        return json.dumps(d, indent=2)
+
+
+# --- judging: pure functions -------------------------------------------------------------------------------
+
+
+def sweep_violations(name: str, pages: Sequence[tuple[int, int, int]], *, known_gap: str = "") -> Finding:
+    """A generation swept page by page by one writer: pages = [(address, first word, last word)].
+
+    At one instant the first words are non-increasing in page order and span
+    at most one generation (the writer is somewhere in the current pass);
+    within each page first == last, except on the one page being written,
+    where first == last + 1.
+    """
+    f = Finding(name, checked=len(pages), known_gap=known_gap)
+    for (prev_addr, prev, _), (addr, cur, _) in zip(pages, pages[1:], strict=False):
+        if cur > prev:
+            f.bad.append((addr, prev_addr))
+    mid_write_seen = False
+    for addr, first, last in pages:
+        if first == last:
+            continue
+        if first == last + 1 and not mid_write_seen:
+            mid_write_seen = True
+            continue
+        f.bad.append((addr,))
+    gens = [first for _, first, _ in pages]
+    if gens:
+        low, high = min(gens), max(gens)
+        if high - low > 1:
+            f.bad.append((pages[gens.index(low)][0], pages[gens.index(high)][0]))
+        f.detail = f"{len(pages)} pages, generations {low}..{high}"
+    return f
+
+
+def words_sweep_violations(name: str, base: int, words: Sequence[int], *, known_gap: str = "") -> Finding:
+    """A generation swept word by word by one writer: non-increasing, span at most one."""
+    f = Finding(name, checked=len(words), known_gap=known_gap)
+    f.bad = [(base + 8 * i,) for i in range(1, len(words)) if words[i] > words[i - 1]]
+    if words:
+        low, high = min(words), max(words)
+        if high - low > 1:
+            f.bad.append((base + 8 * words.index(low),))
+        f.detail = f"{len(words)} words, generations {low}..{high}"
+    return f
+
+
+def pair_violations(name: str, pairs: Iterable[tuple[int, int, int, int, bool]], *, known_gap: str = "") -> Finding:
+    """Counters updated together: [(address of a, address of b, a, b, update in progress)].
+
+    a == b, or a == b + 1 while the update is in progress (its lock is held).
+    """
+    f = Finding(name, checked=0, known_gap=known_gap)
+    shown = []
+    for addr_a, addr_b, a, b, busy in pairs:
+        f.checked += 1
+        if a == b or (busy and a == b + 1):
+            shown.append(str(a) if a == b else f"{a}/{b} locked")
+            continue
+        f.bad.append((addr_a, addr_b))
+        shown.append(f"a={a} b={b}{' locked' if busy else ''}")
+    f.detail = ", ".join(shown[:4]) + (", ..." if len(shown) > 4 else "")
+    return f
+
+
+def list_violations(name: str, head: int, nodes: dict[int, tuple[int, int]], expected_len: int | None,
+                    *, locked: bool = False) -> Finding:
+    """A list_head ring; nodes = {address: (next, prev)} for what the dump holds along the walk.
+
+    Walking next from head must come back to head; every node's next->prev
+    is the node; the count equals the recorded length (unless the lock is held).
+    """
+    f = Finding(name, checked=0)
+    limit = (expected_len or 0) + LIST_SLACK
+    cur, count = head, 0
+    while True:
+        if cur not in nodes:
+            f.bad.append((cur,))
+            f.detail = f"walk left the list at {cur:#x} after {count} nodes"
+            break
+        nxt = nodes[cur][0]
+        if nxt not in nodes or nodes[nxt][1] != cur:
+            f.bad.append((cur, nxt))
+        if nxt == head:
+            break
+        count += 1
+        if count > limit:
+            f.detail = f"no way back to the head after {count} nodes"
+            f.bad.append((cur,))
+            break
+        cur = nxt
+    f.checked = count
+    if not f.detail:
+        f.detail = f"{count} nodes"
+        if expected_len is not None:
+            f.detail += f", tld_list_len {expected_len}"
+            if count != expected_len and not locked:
+                f.bad.append((head,))
+    return f
+
+
+def excuse(finding: Finding, failed_pfns: set[int], pfn_of: Callable[[int], int | None]) -> None:
+    """Count the violations that involve a page the dump itself lists as inconsistent."""
+    if not failed_pfns:
+        return
+    finding.excused = sum(1 for addrs in finding.bad if any(pfn_of(a) in failed_pfns for a in addrs))
+
+
+# --- reading: drgn ------------------------------------------------------------------------------------------
+
+
+def _open(dump: Path, vmlinux: Path):
+    import drgn
+
+    prog = drgn.Program()
+    try:
+        prog.set_core_dump(str(dump))
+        prog.load_debug_info([str(vmlinux)], default=False, main=False)
+    except (drgn.FaultError, drgn.MissingDebugInfoError, ValueError, OSError) as e:
+        raise ConsistencyError(f"drgn cannot open {dump} with {vmlinux}: {e}") from None
+    try:
+        prog["init_task"]
+    except KeyError:
+        raise ConsistencyError(f"{vmlinux} is not the kernel of {dump} (drgn found no matching build ID)") from None
+    return prog
+
+
+def _var(prog, name: str):
+    try:
+        return prog[name]
+    except KeyError:
+        raise ConsistencyError(f"the kernel has no `{name}`: was it built with CONFIG_TEST_LIVEDUMP "
+                               "(lib/test_livedump.c)?") from None
+
+
+class _Memory:
+    """Word reads and address classes of one dump."""
+
+    def __init__(self, prog):
+        self.prog = prog
+        try:
+            self.page_offset = int(prog["page_offset_base"])
+        except KeyError:
+            self.page_offset = 0xFFFF888000000000
+
+    def word(self, addr: int) -> int:
+        return self.prog.read_u64(addr)
+
+    def words(self, addr: int, n: int) -> list[int]:
+        raw = self.prog.read(addr, 8 * n)
+        return [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+
+    def in_direct_map(self, addr: int) -> bool:
+        return self.page_offset <= addr < self.page_offset + DIRECT_MAP_SIZE
+
+    def pfn(self, addr: int) -> int | None:
+        if self.in_direct_map(addr):
+            return (addr - self.page_offset) >> 12
+        try:
+            from drgn.helpers.linux.mm import follow_phys
+
+            return int(follow_phys(self.prog["init_mm"].address_of_(), addr)) >> 12
+        except Exception:  # noqa: BLE001 - an unmapped address just has no pfn to excuse
+            return None
+
+
+def _spin_locked(lock) -> bool:
+    """A spinlock_t (qspinlock) is held when its value word is non-zero."""
+    return int(lock.rlock.raw_lock.val.counter) != 0
+
+
+def _sweep_pages(mem: _Memory, addrs: Iterable[int]) -> list[tuple[int, int, int]]:
+    return [(a, mem.word(a), mem.word(a + PAGE_SIZE - 8)) for a in addrs]
+
+
+def read_and_check(dump: Path, vmlinux: Path) -> Report:
+    import drgn
+    from drgn.helpers.linux.cpumask import for_each_possible_cpu
+    from drgn.helpers.linux.percpu import per_cpu
+
+    try:
+        note = elfcore.read(dump).livedump()
+    except (elfcore.NotAnElfDump, OSError) as e:
+        raise ConsistencyError(f"{dump} is not a livedump ELF vmcore: {e}") from None
+    if note is None:
+        raise ConsistencyError(f"{dump} has no LIVEDUMP note: not a livedump")
+    prog = _open(dump, vmlinux)
+    mem = _Memory(prog)
+    if not bool(_var(prog, "tld_running")):
+        raise ConsistencyError("the torture load was not running at the instant of the dump "
+                               "(echo 1 > /sys/module/test_livedump/parameters/run before dumping)")
+    findings: list[Finding] = []
+    try:
+        sweep = _var(prog, "tld_sweep")
+        findings.append(sweep_violations("sweep (page allocator)",
+                                         _sweep_pages(mem, [int(p) for p in sweep if int(p)])))
+
+        vsweep = int(_var(prog, "tld_vsweep"))
+        npages = int(prog.constant("TLD_VMALLOC_PAGES")) if _has_constant(prog, "TLD_VMALLOC_PAGES") else 64
+        findings.append(sweep_violations(
+            "sweep (vmalloc)", _sweep_pages(mem, [vsweep + i * PAGE_SIZE for i in range(npages)] if vsweep else []),
+            known_gap="writes through vmalloc mappings are not trapped: only the direct map is write-protected"))
+
+        a, b = int(_var(prog, "tld_pair_a")), int(_var(prog, "tld_pair_b"))
+        pair = pair_violations("pair under spinlock",
+                               [(a, b, mem.word(a), mem.word(b), _spin_locked(_var(prog, "tld_pair_lock")))]
+                               if a and b else [])
+        if a and b and (a >> 12) == (b >> 12):
+            pair.detail += "; NOTE: both counters on one page"
+        findings.append(pair)
+
+        findings.append(_check_list(prog, mem))
+
+        pcpu = _var(prog, "tld_pcpu")
+        cpus = [per_cpu(pcpu, cpu) for cpu in for_each_possible_cpu(prog)]
+        findings.append(pair_violations("per-cpu pair", [
+            (int(c.a.address_of_()), int(c.b.address_of_()), int(c.a), int(c.b), False) for c in cpus]))
+
+        for i, ptr in enumerate(_var(prog, "tld_stack_words")):
+            base = int(ptr)
+            if not base:
+                continue
+            nwords = int(prog.constant("TLD_STACK_WORDS")) if _has_constant(prog, "TLD_STACK_WORDS") else 128
+            gap = "" if mem.in_direct_map(base) else "the stack is a vmap'd alias (VMAP_STACK): not write-protected"
+            findings.append(words_sweep_violations(f"kthread stack {i}", base, mem.words(base, nwords), known_gap=gap))
+
+        ia, ib = int(_var(prog, "tld_irq_a")), int(_var(prog, "tld_irq_b"))
+        findings.append(pair_violations("hard-IRQ pair",
+                                        [(ia, ib, mem.word(ia), mem.word(ib), False)] if ia and ib else []))
+
+        na, nb = _optional_ptr(prog, "tld_nmi_a"), _optional_ptr(prog, "tld_nmi_b")
+        nmi = pair_violations("NMI pair", [(na, nb, mem.word(na), mem.word(nb), False)] if na and nb else [])
+        if not (na and nb):
+            nmi.known_gap = "no NMI source in this kernel/guest: not exercised"
+        findings.append(nmi)
+    except drgn.FaultError as e:
+        raise ConsistencyError(f"reading the torture state from {dump} failed: {e}") from None
+
+    failed = set(note.failed_pfns)
+    for f in findings:
+        excuse(f, failed, mem.pfn)
+    return Report(str(dump), findings, protected=note.protected_entries > 0, failed_pfns=sorted(failed))
+
+
+def _has_constant(prog, name: str) -> bool:
+    try:
+        prog.constant(name)
+    except (KeyError, LookupError):
+        return False
+    return True
+
+
+def _optional_ptr(prog, name: str) -> int:
+    try:
+        return int(prog[name])
+    except KeyError:
+        return 0
+
+
+def _check_list(prog, mem: _Memory) -> Finding:
+    import drgn
+
+    head = int(_var(prog, "tld_list").address_of_())
+    expected = int(_var(prog, "tld_list_len"))
+    locked = _spin_locked(_var(prog, "tld_list_lock"))
+    nodes: dict[int, tuple[int, int]] = {}
+    cur = head
+    while cur not in nodes and len(nodes) <= expected + LIST_SLACK:
+        try:
+            nodes[cur] = (mem.word(cur), mem.word(cur + 8))  # struct list_head { next; prev; }
+        except drgn.FaultError:
+            break
+        cur = nodes[cur][0]
+    return list_violations("list under spinlock", head, nodes, expected, locked=locked)

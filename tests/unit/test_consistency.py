@@ -1,0 +1,128 @@
+"""The consistency checker's judgement, on simulated torture state: snapshots at one instant must pass,
+copies taken over time (what a dump without write protection is) must be caught."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from harness import consistency as cc
+
+N = 64
+BASE = 0xFFFF888001000000
+
+
+def sweep_state(step: int) -> list[tuple[int, int, int]]:
+    """The sweep after `step` half-writes by the one writer: word 0 of page i, then its last word, page by page."""
+    gen, pos = divmod(step, 2 * N)
+    page, half = divmod(pos, 2)
+    out = []
+    for i in range(N):
+        first = last = gen  # generation `gen` is complete everywhere; gen + 1 is being written
+        if i < page:
+            first = last = gen + 1
+        elif i == page and half == 1:
+            first = gen + 1
+        out.append((BASE + i * cc.PAGE_SIZE, first, last))
+    return out
+
+
+@pytest.mark.parametrize("step", [0, 1, 2, 2 * N - 1, 2 * N, 5 * 2 * N + 17, 7 * 2 * N + 2 * N - 1])
+def test_sweep_at_one_instant_holds(step):
+    f = cc.sweep_violations("sweep", sweep_state(step))
+    assert f.violations == 0, f.line()
+    assert not f.fails
+
+
+def test_sweep_copied_over_time_is_torn():
+    # Page i copied at a later moment than page i-1, as a sweep without protection does.
+    torn = [sweep_state(3 * 2 * N + 7 * i)[i] for i in range(N)]
+    f = cc.sweep_violations("sweep", torn)
+    assert f.violations > 0 and f.fails
+    assert f.first_address is not None and BASE <= f.first_address < BASE + N * cc.PAGE_SIZE
+    assert "violation" in f.line()
+
+
+def test_sweep_with_one_page_from_the_past_is_torn():
+    pages = sweep_state(4 * 2 * N + 40)
+    pages[50] = sweep_state(2 * 2 * N)[50]  # two generations old
+    assert cc.sweep_violations("sweep", pages).violations > 0
+
+
+def test_a_page_torn_inside_is_caught():
+    pages = sweep_state(2 * 2 * N)
+    addr, first, _ = pages[10]
+    pages[10] = (addr, first, first - 3)
+    f = cc.sweep_violations("sweep", pages)
+    assert [b[0] for b in f.bad] == [addr]
+
+
+def test_word_sweep():
+    assert cc.words_sweep_violations("stack", BASE, [9] * 10 + [8] * 20).violations == 0
+    f = cc.words_sweep_violations("stack", BASE, [9] * 10 + [8] * 5 + [9] * 3)
+    assert f.violations == 1 and f.first_address == BASE + 8 * 15
+
+
+def test_pairs():
+    ok = cc.pair_violations("pair", [(1, 2, 7, 7, False), (3, 4, 8, 7, True)])
+    assert ok.violations == 0
+    bad = cc.pair_violations("pair", [(1, 2, 7, 7, False), (3, 4, 8, 7, False), (5, 6, 10, 3, True)])
+    assert bad.violations == 2 and bad.first_address == 3
+
+
+def ring(n: int, head: int = 0x1000) -> dict[int, tuple[int, int]]:
+    addrs = [head] + [0x10000 + 0x40 * i for i in range(n)]
+    return {a: (addrs[(i + 1) % len(addrs)], addrs[i - 1]) for i, a in enumerate(addrs)}
+
+
+def test_list_consistent():
+    f = cc.list_violations("list", 0x1000, ring(100), 100)
+    assert f.violations == 0 and f.checked == 100
+
+
+def test_list_torn_shapes_are_caught():
+    rng = random.Random(1)
+    nodes = ring(100)
+    victim = rng.choice([a for a in nodes if a != 0x1000])
+    nxt, prev = nodes[victim]
+    nodes[nxt] = (nodes[nxt][0], 0xDEAD)  # next->prev no longer points back
+    assert cc.list_violations("list", 0x1000, nodes, 100).violations >= 1
+
+    nodes = ring(100)
+    assert cc.list_violations("list", 0x1000, nodes, 99).violations == 1  # length disagrees
+    assert cc.list_violations("list", 0x1000, nodes, 99, locked=True).violations == 0
+
+    nodes = ring(10)
+    del nodes[0x10000 + 0x40 * 5]  # walk leaves the copied memory
+    f = cc.list_violations("list", 0x1000, nodes, 10)
+    assert f.violations >= 1 and "left the list" in f.detail
+
+    nodes = ring(10)
+    last = 0x10000 + 0x40 * 9
+    nodes[last] = (0x10000, nodes[last][1])  # loops without the head
+    f = cc.list_violations("list", 0x1000, nodes, 10)
+    assert f.violations >= 1 and "no way back" in f.detail
+
+
+def test_violations_on_pages_the_dump_marks_are_excused():
+    torn = [sweep_state(3 * 2 * N + 7 * i)[i] for i in range(N)]
+    f = cc.sweep_violations("sweep", torn)
+    pfns = {(a - BASE) >> 12 for addrs in f.bad for a in addrs}
+    cc.excuse(f, pfns, lambda a: (a - BASE) >> 12)
+    assert f.excused == f.violations and not f.fails
+    g = cc.sweep_violations("sweep", torn)
+    cc.excuse(g, {10_000}, lambda a: (a - BASE) >> 12)
+    assert g.excused == 0 and g.fails
+
+
+def test_known_gaps_are_printed_but_do_not_fail():
+    torn = [sweep_state(3 * 2 * N + 7 * i)[i] for i in range(N)]
+    gap = cc.sweep_violations("sweep (vmalloc)", torn, known_gap="not trapped")
+    held = cc.pair_violations("pair", [(1, 2, 5, 5, False)])
+    report = cc.Report("d", [gap, held], protected=True, failed_pfns=[])
+    assert report.ok and report.violations == 0
+    assert "known gap: not trapped" in report.text()
+    report = cc.Report("d", [gap, cc.pair_violations("pair", [(1, 2, 5, 4, False)])], protected=False, failed_pfns=[])
+    assert not report.ok and report.violations == 1 and "TORN" in report.text()
+    assert '"ok": false' in report.to_json()
