@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import bisect as bisect_mod
 from . import consistency, e2e
+from . import extract as extract_mod
 from . import patches as patches_mod
 from . import source as source_mod
 from .artifacts import Run
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")
     p.add_argument("--vmlinux", type=Path, help="vmlinux of the dumped kernel (default: the harness build's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = add("extract", "copy the livedump at the start of a block device or disk image into a file of its own size")
+    p.add_argument("source", type=Path, metavar="DEV", help="the dump target (block device or raw image)")
+    p.add_argument("out", type=Path, metavar="OUT", help="the file to write")
+    p.add_argument("--force", action="store_true", help="overwrite OUT")
     return parser
 
 
@@ -169,6 +174,13 @@ def cmd_bisect(p: Pipeline, args) -> int:
     return bisect_mod.command(p, args)
 
 
+def cmd_extract(p: Pipeline, args) -> int:
+    size = extract_mod.extract(args.source, args.out, force=args.force)
+    say(f"{args.out}: {size} bytes (ELF headers + PT_LOAD data)")
+    p.run.facts["extract"] = {"source": str(args.source), "out": str(args.out), "bytes": size}
+    return 0
+
+
 def cmd_check_consistency(p: Pipeline, args) -> int:
     """Exit 0: every invariant holds; 1: violations (a torn dump); 2: cannot check."""
     vmlinux = args.vmlinux or p.build().vmlinux
@@ -181,7 +193,7 @@ def cmd_check_consistency(p: Pipeline, args) -> int:
 
 COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, "build": cmd_build,
             "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test, "bisect": cmd_bisect,
-            "check-consistency": cmd_check_consistency}
+            "check-consistency": cmd_check_consistency, "extract": cmd_extract}
 
 
 def report(error: HarnessError) -> None:
