@@ -2,8 +2,12 @@
 /*
  * livedump-ioctl - issue one /dev/livedump ioctl.
  *
- *   livedump-ioctl init TARGET [REASON [RESERVE_PAGES]]
+ *   livedump-ioctl init TARGET [REASON [RESERVE_PAGES [FLAG...]]]
  *   livedump-ioctl start | sweep | release | status
+ *
+ * FLAG is "test-no-wrprotect" (LIVEDUMP_INIT_TEST_NO_WRPROTECT: a sweep
+ * without write protection, for testing only; the kernel needs
+ * CONFIG_TEST_LIVEDUMP).
  *
  * "status" prints the dump status as key=value lines.  On failure the
  * error is printed on stderr and the exit status is the errno value.
@@ -19,6 +23,11 @@
 #include <unistd.h>
 
 #include <linux/livedump.h>
+
+/* Older uapi headers lack it; the kernel then refuses it with EINVAL. */
+#ifndef LIVEDUMP_INIT_TEST_NO_WRPROTECT
+#define LIVEDUMP_INIT_TEST_NO_WRPROTECT	(1U << 31)
+#endif
 
 static const char *const state_names[] = {
 	[LIVEDUMP_STATE_IDLE]		= "idle",
@@ -40,15 +49,16 @@ static int fail(const char *what)
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: livedump-ioctl init TARGET [REASON [RESERVE_PAGES]]\n"
-		"       livedump-ioctl start|sweep|release|status\n");
+		"usage: livedump-ioctl init TARGET [REASON [RESERVE_PAGES [FLAG...]]]\n"
+		"       livedump-ioctl start|sweep|release|status\n"
+		"FLAG: test-no-wrprotect\n");
 	return 2;
 }
 
 static int do_init(int dev, int argc, char **argv)
 {
 	struct livedump_init init;
-	int fd, ret;
+	int fd, ret, i;
 
 	if (argc < 3)
 		return usage();
@@ -58,6 +68,12 @@ static int do_init(int dev, int argc, char **argv)
 		strncpy(init.reason, argv[3], sizeof(init.reason) - 1);
 	if (argc > 4)
 		init.reserve_pages = strtoul(argv[4], NULL, 0);
+	for (i = 5; i < argc; i++) {
+		if (!strcmp(argv[i], "test-no-wrprotect"))
+			init.flags |= LIVEDUMP_INIT_TEST_NO_WRPROTECT;
+		else
+			return usage();
+	}
 
 	/* The kernel takes its own reference to the block device. */
 	fd = open(argv[2], O_WRONLY);
