@@ -261,6 +261,18 @@ def test_verify_unknown_symbol(ktree):
     assert str(m) == "CONFIG_NO_SUCH_THING (test.config:1): no such symbol in this Kconfig tree"
 
 
+def test_if_present_symbol_is_checked_only_where_it_exists(ktree, tmp_path):
+    frag = tmp_path / "t.config"
+    frag.write_text("CONFIG_BLOCK=y\n# harness: if-present\nCONFIG_NO_SUCH_THING=y\nCONFIG_OTHER_MISSING=y\n"
+                    "# harness: if-present\nCONFIG_VIRTIO_BLK=y\n")
+    block, optional, other, present = parse_fragment(frag)
+    assert (block.if_present, optional.if_present, other.if_present, present.if_present) == (False, True, False, True)
+    env = {"srctree": str(ktree)}
+    # Absent and if-present: skipped. Absent and not: reported. Present and if-present: checked as usual.
+    mismatches = verify(ktree / "Kconfig", ktree / ".config", [block, optional, other, present], env)
+    assert [(m.request.symbol, m.got) for m in mismatches] == [("OTHER_MISSING", None), ("VIRTIO_BLK", "n")]
+
+
 def test_verify_choice(ktree):
     [m] = check(ktree, ("PREEMPT", "y"))
     assert m.got == "n"
