@@ -92,6 +92,11 @@ class Report:
         return sum(f.violations - f.excused for f in self.findings if not f.known_gap)
 
     @property
+    def all_violations(self) -> int:
+        """Every violation, known gaps and excused ones included."""
+        return sum(f.violations for f in self.findings)
+
+    @property
     def ok(self) -> bool:
         return not any(f.fails for f in self.findings)
 

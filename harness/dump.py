@@ -26,12 +26,39 @@ LOAD_COMMAND = ("for m in spin fork 'write /tmp'; do ldload $m >/dev/null 2>&1 &
                 "(while :; do dd if=/dev/zero of=/dev/vda bs=64k count=64 2>/dev/null; done) &")
 
 
-def dump_disks(run_dir: Path, memory_bytes: int, *, small: bool = False) -> tuple[Disk, ...]:
-    """Scratch disk, a target big enough for all guest RAM plus headers, optionally a too-small one."""
+def dump_disks(run_dir: Path, memory_bytes: int, *, small: bool = False,
+               extra: tuple[str, ...] = ()) -> tuple[Disk, ...]:
+    """Scratch disk, a target big enough for all guest RAM plus headers, optionally a too-small one,
+    then one more full-size target per name in extra (/dev/vdd, ... or /dev/vdc without small)."""
     disks = [Disk(run_dir / "scratch.img", 64 << 20), Disk(run_dir / "dump0.img", memory_bytes + (256 << 20))]
     if small:
         disks.append(Disk(run_dir / "small.img", 16 << 20))
+    disks += [Disk(run_dir / f"{name}.img", memory_bytes + (256 << 20)) for name in extra]
     return tuple(disks)
+
+
+TORTURE_RUN = "/sys/module/test_livedump/parameters/run"
+TORTURE_ITERATIONS = "/sys/module/test_livedump/parameters/iterations"
+
+
+def has_torture(console: GuestConsole) -> bool:
+    return console.run(f"test -w {TORTURE_RUN}").status == 0
+
+
+def torture(console: GuestConsole, on: bool) -> None:
+    """Start or stop lib/test_livedump.c's writers (CONFIG_TEST_LIVEDUMP)."""
+    console.run(f"echo {int(on)} > {TORTURE_RUN}", check=True)
+
+
+def torture_iterations(console: GuestConsole) -> int:
+    return int(console.run(f"cat {TORTURE_ITERATIONS}", check=True).output.strip().splitlines()[-1])
+
+
+def dump(console: GuestConsole, target: str, *, reason: str, flags: str = "", timeout: float = 900.0) -> DumpRun:
+    """``livedump dump TARGET`` without markers; counters from the tool's closing lines."""
+    result = console.run(f"livedump dump {target} --reason '{reason}'{' ' + flags if flags else ''}", timeout=timeout)
+    counters = parse_status("\n".join(line.removeprefix("livedump: ") for line in result.output.splitlines()))
+    return DumpRun(result, counters, Markers("", ""), reason)
 
 
 def dump_image(disks: tuple[Disk, ...]) -> Path:

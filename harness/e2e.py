@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from . import consistency, validate
 from . import dump as dump_mod
-from . import validate
 from .errors import HarnessError
 from .pipeline import Pipeline, say
 
@@ -36,8 +36,10 @@ class Verdict:
 
 def dump_and_validate(p: Pipeline) -> Verdict:
     kernel = p.build()
-    disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
+    disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory), extra=("torture",))
+    torture_target = dump_mod.GUEST_DISK_NAMES[2]
     verdict = Verdict()
+    tortured = None
     with p.boot(disks) as console:
         uname = console.run("uname -r", check=True).output.strip()
         verdict.check("guest runs the built kernel (uname -r)", uname == kernel.release, uname)
@@ -49,6 +51,12 @@ def dump_and_validate(p: Pipeline) -> Verdict:
         with p.run.stage("dump"):
             taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET)
         dump_mod.stop_load(console)
+        # One more dump while test_livedump rewrites its structures: is it one instant?
+        if dump_mod.has_torture(console):
+            dump_mod.torture(console, True)
+            with p.run.stage("torture dump"):
+                tortured = dump_mod.dump(console, torture_target, reason="make test-qemu torture")
+            dump_mod.torture(console, False)
     p.run.facts["dump"] = {"exit": taken.result.status, "counters": taken.status, "output": taken.result.output}
     verdict.check("livedump dump exits 0", taken.result.status == 0,
                   (taken.result.output.splitlines() or [""])[-1])
@@ -79,10 +87,17 @@ def dump_and_validate(p: Pipeline) -> Verdict:
     verdict.check("crash: log has A and not B", taken.markers.before in log and taken.markers.after not in log)
     verdict.check("crash: struct pid read whole (extension loaded)", not validate.crash_misreads_pid_numbers(session))
     verdict.check("crash: ps lists the load", dump_mod.LOAD_TASK in session.outputs.get("ps", ""))
+    # crash 8.0.2's stack-scanning unwinder may show a stale text address found at the saved rsp first.
     traces = validate.crash_backtraces(session.outputs.get("bt -a", ""))
-    first = [(traces.get(cpu) or ["?"])[0] for cpu in range(p.options.smp)]
-    verdict.check("crash: bt -a starts each CPU at its NT_PRSTATUS rip", first == view.stop_functions,
-                  f"frame #0 per CPU {first}, rip symbols {view.stop_functions}")
+    heads = [traces.get(cpu, [])[:2] for cpu in range(p.options.smp)]
+    verdict.check("crash: bt -a unwinds each CPU from its NT_PRSTATUS rip",
+                  len(view.stop_functions) == p.options.smp
+                  and all(f in h for f, h in zip(view.stop_functions, heads, strict=True)),
+                  f"first frames per CPU {heads}, rip symbols {view.stop_functions}")
+    verdict.check("drgn: each CPU's task unwinds from the stop instant",
+                  bool(view.stop_traces) and all(t[:1] == [f] and "multi_cpu_stop" in t
+                                                 for f, t in zip(view.stop_functions, view.stop_traces, strict=True)),
+                  "; ".join(" < ".join(t[:3]) for t in view.stop_traces))
     reason = re.search(r"^\s+reason:\s+(.*)$", session.outputs.get("livedump", ""), re.M)
     cow = re.search(r"^\s+COW faults:\s+(\d+)", session.outputs.get("livedump", ""), re.M)
     verdict.check("crash: livedump shows the reason and counters the guest saw",
@@ -92,6 +107,17 @@ def dump_and_validate(p: Pipeline) -> Verdict:
     for cmd in CRASH_COMMANDS:
         bad = session.failures(cmd)
         verdict.check(f"crash: `{cmd}` reads without errors", not bad, "; ".join(bad[:3]))
+    if tortured is None:
+        verdict.check("consistency: the kernel has test_livedump (CONFIG_TEST_LIVEDUMP)", False)
+    elif tortured.result.status != 0:
+        verdict.check("consistency: livedump dump under test_livedump exits 0", False, tortured.result.output[-300:])
+    else:
+        with p.run.stage("consistency"):
+            report = consistency.read_and_check(disks[2].path, kernel.vmlinux)
+        p.run.path("consistency.txt").write_text(report.text() + "\n")
+        print(report.text())
+        verdict.check("consistency: the dump under test_livedump holds every invariant", report.ok,
+                      f"{report.violations} violations, COW faults {tortured.status.get('cow_faults', '?')}")
     with p.run.stage("makedumpfile"):
         packed = validate.makedumpfile(image, p.run.path("dump0.kdump"))
         reread = validate.read_with_drgn(packed.path, kernel.vmlinux)

@@ -35,11 +35,13 @@ class DrgnView:
     prstatus_pids: list[int]
     # Per CPU: the function each CPU was executing at the stop instant (NT_PRSTATUS rip).
     stop_functions: list[str] = field(default_factory=list)
+    # Per CPU: drgn's stack trace (function names) of the task running there, from its NT_PRSTATUS registers.
+    stop_traces: list[list[str]] = field(default_factory=list)
 
 
 def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
     import drgn
-    from drgn.helpers.linux.pid import for_each_task
+    from drgn.helpers.linux.pid import find_task, for_each_task
     from drgn.helpers.linux.printk import get_printk_records
 
     prog = drgn.Program()
@@ -54,12 +56,17 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
         prstatus = elfcore.read(dump).prstatus()
     except elfcore.NotAnElfDump:
         prstatus = []  # a kdump-compressed file (makedumpfile): drgn reads it, elfcore does not
-    stop_functions = []
+    stop_functions, stop_traces = [], []
     for note in prstatus:
         try:
             stop_functions.append(prog.symbol(note.regs["rip"]).name)
         except LookupError:
             stop_functions.append(f"{note.regs['rip']:#x}")
+        try:
+            trace = prog.stack_trace(find_task(prog, note.pid)) if note.pid else []
+            stop_traces.append([frame.name or f"{frame.pc:#x}" for frame in trace])
+        except (drgn.FaultError, ValueError, LookupError):
+            stop_traces.append([])
 
     return DrgnView(
         release=prog["init_uts_ns"].name.release.string_().decode(),
@@ -69,6 +76,7 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
         nr_prstatus=len(prstatus),
         prstatus_pids=[p.pid for p in prstatus],
         stop_functions=stop_functions,
+        stop_traces=stop_traces,
     )
 
 

@@ -22,13 +22,6 @@ pytestmark = pytest.mark.qemu
 DUMPS_PER_MODE = 5
 # The negative control must be caught at least this often (the load is tuned so tearing is near certain).
 MIN_TORN_UNPROTECTED = 4
-RUN_PARAM = "/sys/module/test_livedump/parameters/run"
-ITERATIONS_PARAM = "/sys/module/test_livedump/parameters/iterations"
-
-
-def _iterations(console) -> int:
-    return int(console.run(f"cat {ITERATIONS_PARAM}", check=True).output.strip().splitlines()[-1])
-
 
 @pytest.fixture(scope="module")
 def torture(pipeline, pytestconfig):
@@ -39,24 +32,23 @@ def torture(pipeline, pytestconfig):
     image = dump_mod.dump_image(disks)
     results: dict[str, list[dict]] = {"protected": [], "unprotected": []}
     with pipeline.boot(disks) as console:
-        if console.run(f"test -w {RUN_PARAM}").status != 0:
+        if not dump_mod.has_torture(console):
             pytest.fail("the guest kernel has no test_livedump (CONFIG_TEST_LIVEDUMP in harness/fragments?)")
-        console.run(f"echo 1 > {RUN_PARAM}", check=True)
-        before = _iterations(console)
+        dump_mod.torture(console, True)
+        before = dump_mod.torture_iterations(console)
         console.run("sleep 1", check=True)
-        progress = _iterations(console) - before
-        for mode, flag in (("protected", ""), ("unprotected", " --test-no-wrprotect")):
+        progress = dump_mod.torture_iterations(console) - before
+        for mode, flags in (("protected", ""), ("unprotected", "--test-no-wrprotect")):
             for i in range(DUMPS_PER_MODE):
-                run = console.run(f"livedump dump {dump_mod.DUMP_TARGET} --reason '{mode} {i}'{flag}", timeout=900)
-                counters = dump_mod.parse_status(
-                    "\n".join(line.removeprefix("livedump: ") for line in run.output.splitlines()))
-                entry = {"exit": run.status, "output": run.output, "counters": counters, "report": None}
+                taken = dump_mod.dump(console, dump_mod.DUMP_TARGET, reason=f"{mode} {i}", flags=flags)
+                run = taken.result
+                entry = {"exit": run.status, "output": run.output, "counters": taken.status, "report": None}
                 if run.status == 0:
                     report = consistency.read_and_check(image, kernel.vmlinux)
                     (directory / f"{mode}-{i}.txt").write_text(report.text() + "\n")
                     entry["report"] = report
                 results[mode].append(entry)
-        console.run(f"echo 0 > {RUN_PARAM}", check=True)
+        dump_mod.torture(console, False)
     writer = pytestconfig.get_terminal_writer()
     writer.line(f"\ntest_livedump: {progress} writer iterations/s before the dumps")
     for mode, entries in results.items():

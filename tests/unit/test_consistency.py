@@ -125,4 +125,5 @@ def test_known_gaps_are_printed_but_do_not_fail():
     assert "known gap: not trapped" in report.text()
     report = cc.Report("d", [gap, cc.pair_violations("pair", [(1, 2, 5, 4, False)])], protected=False, failed_pfns=[])
     assert not report.ok and report.violations == 1 and "TORN" in report.text()
+    assert report.all_violations == gap.violations + 1
     assert '"ok": false' in report.to_json()
