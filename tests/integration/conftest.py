@@ -30,3 +30,15 @@ def pipeline() -> Pipeline:
 def guest(pipeline):
     with pipeline.boot() as console:
         yield console
+
+
+@pytest.fixture(scope="session")
+def show(pytestconfig):
+    """Print numbers people want to see (pause, COW faults, violations) even while pytest captures output."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def _show(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n{text}", flush=True)
+
+    return _show

@@ -24,7 +24,7 @@ DUMPS_PER_MODE = 5
 MIN_TORN_UNPROTECTED = 4
 
 @pytest.fixture(scope="module")
-def torture(pipeline, pytestconfig):
+def torture(pipeline, show):
     kernel = pipeline.build()
     directory = pipeline.run.directory / "consistency"
     directory.mkdir(parents=True, exist_ok=True)
@@ -49,16 +49,16 @@ def torture(pipeline, pytestconfig):
                     entry["report"] = report
                 results[mode].append(entry)
         dump_mod.torture(console, False)
-    writer = pytestconfig.get_terminal_writer()
-    writer.line(f"\ntest_livedump: {progress} writer iterations/s before the dumps")
+    lines = [f"test_livedump: {progress} writer iterations/s before the dumps"]
     for mode, entries in results.items():
         counts = [e["report"].all_violations if e["report"] else "exit %d" % e["exit"] for e in entries]
         cows = [e["counters"].get("cow_faults", "?") for e in entries]
         failed = [e["counters"].get("failed_pages", "?") for e in entries]
-        writer.line(f"{mode:>11} dumps: violations {counts}, COW faults {cows}, failed pages {failed}")
+        lines.append(f"{mode:>11} dumps: violations {counts}, COW faults {cows}, failed pages {failed}")
     for e in results["protected"][:1] + results["unprotected"][:1]:
         if e["report"]:
-            writer.line(e["report"].text())
+            lines.append(e["report"].text())
+    show("\n".join(lines))
     return {"results": results, "progress": progress}
 
 

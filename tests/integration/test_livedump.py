@@ -11,7 +11,7 @@ pytestmark = pytest.mark.qemu
 
 
 @pytest.fixture(scope="module")
-def dumped(pipeline, pytestconfig):
+def dumped(pipeline, show):
     """Boot with a dump disk, dump under load, then a second dump after release."""
     if not (pipeline.build().headers / "linux" / "livedump.h").is_file():
         pytest.fail("the built kernel has no livedump uapi: series or fragment missing")
@@ -22,9 +22,7 @@ def dumped(pipeline, pytestconfig):
         second = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, reason="second dump")
         state_after = dump_mod.status(console).get("state")
         dump_mod.stop_load(console)
-    # Shown even when output is captured: the pause is a number people want to see.
-    pytestconfig.get_terminal_writer().line(
-        f"\nlivedump: stop_machine pause {first.status.get('pause_ns')} ns (first dump), "
+    show(f"livedump: stop_machine pause {first.status.get('pause_ns')} ns (first dump), "
         f"{second.status.get('pause_ns')} ns (second); COW faults {first.status.get('cow_faults')}, "
         f"{second.status.get('cow_faults')}; failed pages {first.status.get('failed_pages')}, "
         f"{second.status.get('failed_pages')}")
@@ -130,11 +128,10 @@ def test_crash_files_and_vm_of_a_kernel_thread(crash_session):
     assert "kthreadd" in crash_session.outputs["vm 2"]
 
 
-def test_makedumpfile_round_trip(pipeline, dumped, pytestconfig):
+def test_makedumpfile_round_trip(pipeline, dumped, show):
     """makedumpfile -c -d 31 turns the dump into a kdump file that drgn and crash still read."""
     out = validate.makedumpfile(dumped["image"], pipeline.run.path("dump0.kdump"))
-    pytestconfig.get_terminal_writer().line(
-        f"\nlivedump: makedumpfile -c -d 31: {out.elf_bytes} -> {out.kdump_bytes} bytes (ratio {out.ratio:.4f})")
+    show(f"livedump: makedumpfile -c -d 31: {out.elf_bytes} -> {out.kdump_bytes} bytes (ratio {out.ratio:.4f})")
     assert 0 < out.ratio < 0.5
     kernel = pipeline.build()
     view = validate.read_with_drgn(out.path, kernel.vmlinux)
