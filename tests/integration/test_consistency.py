@@ -51,10 +51,13 @@ def torture(pipeline, show):
         dump_mod.torture(console, False)
     lines = [f"test_livedump: {progress} writer iterations/s before the dumps"]
     for mode, entries in results.items():
-        counts = [e["report"].all_violations if e["report"] else "exit %d" % e["exit"] for e in entries]
+        counts = [e["report"].violations if e["report"] else "exit %d" % e["exit"] for e in entries]
+        gaps = [sum(f.violations for f in e["report"].findings if f.known_gap) if e["report"] else "-"
+                for e in entries]
         cows = [e["counters"].get("cow_faults", "?") for e in entries]
         failed = [e["counters"].get("failed_pages", "?") for e in entries]
-        lines.append(f"{mode:>11} dumps: violations {counts}, COW faults {cows}, failed pages {failed}")
+        lines.append(f"{mode:>11} dumps: violations {counts} (in known gaps {gaps}), COW faults {cows}, "
+                     f"failed pages {failed}")
     for e in results["protected"][:1] + results["unprotected"][:1]:
         if e["report"]:
             lines.append(e["report"].text())
