@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import elfcore
+from . import elfcore, validate
 from .errors import HarnessError
 
 PAGE_SIZE = 4096
@@ -32,6 +32,9 @@ WORDS_PER_PAGE = PAGE_SIZE // 8
 LIST_SLACK = 4096
 # x86-64, 4-level paging: the direct map covers 64 TiB from PAGE_OFFSET (Documentation/x86/x86_64/mm.rst).
 DIRECT_MAP_SIZE = 64 << 40
+# Sizes from lib/test_livedump.c: #defines, which the kernel's DWARF does not carry.
+TLD_VMALLOC_PAGES = 64
+TLD_STACK_WORDS = 128
 
 
 class ConsistencyError(HarnessError):
@@ -222,22 +225,6 @@ def excuse(finding: Finding, failed_pfns: set[int], pfn_of: Callable[[int], int 
 # --- reading: drgn ------------------------------------------------------------------------------------------
 
 
-def _open(dump: Path, vmlinux: Path):
-    import drgn
-
-    prog = drgn.Program()
-    try:
-        prog.set_core_dump(str(dump))
-        prog.load_debug_info([str(vmlinux)], default=False, main=False)
-    except (drgn.FaultError, drgn.MissingDebugInfoError, ValueError, OSError) as e:
-        raise ConsistencyError(f"drgn cannot open {dump} with {vmlinux}: {e}") from None
-    try:
-        prog["init_task"]
-    except KeyError:
-        raise ConsistencyError(f"{vmlinux} is not the kernel of {dump} (drgn found no matching build ID)") from None
-    return prog
-
-
 def _var(prog, name: str):
     try:
         return prog[name]
@@ -297,7 +284,10 @@ def read_and_check(dump: Path, vmlinux: Path) -> Report:
         raise ConsistencyError(f"{dump} is not a livedump ELF vmcore: {e}") from None
     if note is None:
         raise ConsistencyError(f"{dump} has no LIVEDUMP note: not a livedump")
-    prog = _open(dump, vmlinux)
+    try:
+        prog = validate.open_drgn(dump, vmlinux)
+    except validate.ValidationError as e:
+        raise ConsistencyError(e.message, detail=e.detail) from None
     mem = _Memory(prog)
     if not bool(_var(prog, "tld_running")):
         raise ConsistencyError("the torture load was not running at the instant of the dump "
@@ -309,9 +299,9 @@ def read_and_check(dump: Path, vmlinux: Path) -> Report:
                                          _sweep_pages(mem, [int(p) for p in sweep if int(p)])))
 
         vsweep = int(_var(prog, "tld_vsweep"))
-        npages = int(prog.constant("TLD_VMALLOC_PAGES")) if _has_constant(prog, "TLD_VMALLOC_PAGES") else 64
         findings.append(sweep_violations(
-            "sweep (vmalloc)", _sweep_pages(mem, [vsweep + i * PAGE_SIZE for i in range(npages)] if vsweep else []),
+            "sweep (vmalloc)",
+            _sweep_pages(mem, [vsweep + i * PAGE_SIZE for i in range(TLD_VMALLOC_PAGES)] if vsweep else []),
             known_gap="writes through vmalloc mappings are not trapped: only the direct map is write-protected"))
 
         a, b = int(_var(prog, "tld_pair_a")), int(_var(prog, "tld_pair_b"))
@@ -333,15 +323,15 @@ def read_and_check(dump: Path, vmlinux: Path) -> Report:
             base = int(ptr)
             if not base:
                 continue
-            nwords = int(prog.constant("TLD_STACK_WORDS")) if _has_constant(prog, "TLD_STACK_WORDS") else 128
             gap = "" if mem.in_direct_map(base) else "the stack is a vmap'd alias (VMAP_STACK): not write-protected"
-            findings.append(words_sweep_violations(f"kthread stack {i}", base, mem.words(base, nwords), known_gap=gap))
+            findings.append(words_sweep_violations(f"kthread stack {i}", base, mem.words(base, TLD_STACK_WORDS),
+                                                   known_gap=gap))
 
         ia, ib = int(_var(prog, "tld_irq_a")), int(_var(prog, "tld_irq_b"))
         findings.append(pair_violations("hard-IRQ pair",
                                         [(ia, ib, mem.word(ia), mem.word(ib), False)] if ia and ib else []))
 
-        na, nb = _optional_ptr(prog, "tld_nmi_a"), _optional_ptr(prog, "tld_nmi_b")
+        na, nb = int(_var(prog, "tld_nmi_a")), int(_var(prog, "tld_nmi_b"))
         nmi = pair_violations("NMI pair", [(na, nb, mem.word(na), mem.word(nb), False)] if na and nb else [])
         if not (na and nb):
             nmi.known_gap = "no NMI source in this kernel/guest: not exercised"
@@ -353,21 +343,6 @@ def read_and_check(dump: Path, vmlinux: Path) -> Report:
     for f in findings:
         excuse(f, failed, mem.pfn)
     return Report(str(dump), findings, protected=note.protected_entries > 0, failed_pfns=sorted(failed))
-
-
-def _has_constant(prog, name: str) -> bool:
-    try:
-        prog.constant(name)
-    except (KeyError, LookupError):
-        return False
-    return True
-
-
-def _optional_ptr(prog, name: str) -> int:
-    try:
-        return int(prog[name])
-    except KeyError:
-        return 0
 
 
 def _check_list(prog, mem: _Memory) -> Finding:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .console import CommandResult, GuestConsole
@@ -58,7 +58,7 @@ def dump(console: GuestConsole, target: str, *, reason: str, flags: str = "", ti
     """``livedump dump TARGET`` without markers; counters from the tool's closing lines."""
     result = console.run(f"livedump dump {target} --reason '{reason}'{' ' + flags if flags else ''}", timeout=timeout)
     counters = parse_status("\n".join(line.removeprefix("livedump: ") for line in result.output.splitlines()))
-    return DumpRun(result, counters, Markers("", ""), reason)
+    return DumpRun(result, counters, None, reason)
 
 
 def dump_image(disks: tuple[Disk, ...]) -> Path:
@@ -111,7 +111,7 @@ def status(console: GuestConsole) -> dict[str, str]:
 class DumpRun:
     result: CommandResult
     status: dict[str, str]
-    markers: Markers
+    markers: Markers | None  # None: dump() took it without markers
     reason: str = ""
 
 
@@ -124,7 +124,6 @@ def dump_with_markers(console: GuestConsole, target: str, *, reason: str = "harn
     """
     markers = Markers.new()
     kmsg(console, markers.before)
-    result = console.run(f"livedump dump {target} --reason '{reason}'", timeout=timeout)
+    taken = dump(console, target, reason=reason, timeout=timeout)
     kmsg(console, markers.after)
-    counters = parse_status("\n".join(line.removeprefix("livedump: ") for line in result.output.splitlines()))
-    return DumpRun(result, counters, markers, reason)
+    return replace(taken, markers=markers)

@@ -39,10 +39,9 @@ class DrgnView:
     stop_traces: list[list[str]] = field(default_factory=list)
 
 
-def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
+def open_drgn(dump: Path, vmlinux: Path):
+    """A drgn Program for the dump with vmlinux's debug info; an error if vmlinux is not its kernel."""
     import drgn
-    from drgn.helpers.linux.pid import find_task, for_each_task
-    from drgn.helpers.linux.printk import get_printk_records
 
     prog = drgn.Program()
     try:
@@ -50,6 +49,19 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
         prog.load_debug_info([str(vmlinux)], default=False, main=False)
     except (drgn.FaultError, drgn.MissingDebugInfoError, ValueError, OSError) as e:
         raise ValidationError(f"drgn cannot open {dump} with {vmlinux}: {e}") from None
+    try:
+        prog["init_task"]
+    except KeyError:
+        raise ValidationError(f"{vmlinux} is not the kernel of {dump} (drgn found no matching build ID)") from None
+    return prog
+
+
+def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
+    import drgn
+    from drgn.helpers.linux.pid import find_task, for_each_task
+    from drgn.helpers.linux.printk import get_printk_records
+
+    prog = open_drgn(dump, vmlinux)
     tasks = [(int(t.pid), t.comm.string_().decode(errors="replace")) for t in for_each_task(prog)]
     log = "\n".join(r.text.decode(errors="replace") for r in get_printk_records(prog))
     try:
