@@ -74,7 +74,8 @@ def memory_bytes(spec: str) -> int:
 
 
 def parse_status(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if re.match(r"^[a-z_]+=", line))
+    """``key=value`` lines; keys are lower case and may hold digits (``fault_ns_log2``)."""
+    return dict(line.split("=", 1) for line in text.splitlines() if re.match(r"^[a-z_][a-z0-9_]*=", line))
 
 
 @dataclass

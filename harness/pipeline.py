@@ -160,14 +160,17 @@ class Pipeline:
                                memory=self.options.memory, disks=disks,
                                qmp_socket=self.run.path("qmp.sock"))
 
-    def boot(self, disks: tuple[qemu.Disk, ...] = (), *, interactive: bool = False) -> GuestConsole:
+    def boot(self, disks: tuple[qemu.Disk, ...] = (), *, interactive: bool = False,
+             tag: str = "") -> GuestConsole:
+        """Boot a guest; ``tag`` names its logs (serial-TAG.log) when a run boots several."""
         config = self.qemu_config(disks)
         for disk in disks:
             disk.create()
         argv = config.argv()
         self.runner.record(argv)
-        console = GuestConsole(argv, serial_log=self.run.path("serial.log"),
-                               stderr_log=self.run.path("qemu-stderr.log"), timeouts=self.options.timeouts)
+        suffix = f"-{tag}" if tag else ""
+        console = GuestConsole(argv, serial_log=self.run.path(f"serial{suffix}.log"),
+                               stderr_log=self.run.path(f"qemu-stderr{suffix}.log"), timeouts=self.options.timeouts)
         try:
             with self.run.stage("boot"):
                 release = console.wait_ready()
