@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from . import bench as bench_mod
 from . import bisect as bisect_mod
 from . import consistency, e2e
 from . import extract as extract_mod
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("test", "end to end: build, boot, check the guest runs the built kernel")
     p = add("bisect", "find the commit (or patch of the series) that broke livedump, with git bisect")
     bisect_mod.add_arguments(p)
+    p = add("bench", "measure livedump (pause, throughput, slowdown, faults) at several guest RAM sizes")
+    p.add_argument("--repeat", type=int, default=3, metavar="N", help="dumps per size; medians are reported")
+    p.add_argument("--window-ms", type=int, default=2000, metavar="MS",
+                   help="workload measurement window, idle and during a sweep (default: %(default)s)")
+    # --memory is a comma list here; one guest boot per size. A 4G guest under TCG needs more than 30 minutes.
+    p.set_defaults(memory=bench_mod.DEFAULT_SIZES, run_timeout=4 * 3600.0)
     p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")
     p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")
     p.add_argument("--vmlinux", type=Path, help="vmlinux of the dumped kernel (default: the harness build's)")
@@ -174,6 +181,10 @@ def cmd_bisect(p: Pipeline, args) -> int:
     return bisect_mod.command(p, args)
 
 
+def cmd_bench(p: Pipeline, args) -> int:
+    return bench_mod.command(p, args)
+
+
 def cmd_extract(p: Pipeline, args) -> int:
     size = extract_mod.extract(args.source, args.out, force=args.force)
     say(f"{args.out}: {size} bytes (ELF headers + PT_LOAD data)")
@@ -193,7 +204,7 @@ def cmd_check_consistency(p: Pipeline, args) -> int:
 
 COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, "build": cmd_build,
             "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test, "bisect": cmd_bisect,
-            "check-consistency": cmd_check_consistency, "extract": cmd_extract}
+            "check-consistency": cmd_check_consistency, "extract": cmd_extract, "bench": cmd_bench}
 
 
 def report(error: HarnessError) -> None:

@@ -1,0 +1,280 @@
+"""``python -m harness bench``: livedump measured at several guest RAM sizes.
+
+A benchmark, never a test: it reports numbers and fails only when it cannot
+measure (a guest that does not boot, a dump that fails). One boot per size,
+with a scratch disk, a dump target and an identical disk for dd. In that boot:
+
+1. /proc/meminfo's DirectMap lines, and the idle rate of the workload
+   (``ldbench fork``: fork, exec a static no-op, reap) for a short window,
+   next to the same 50 ms status poller that runs during a dump;
+2. ``--repeat`` dumps, step by step (init, start, sweep, status, release):
+   the pause from ``livedump status``; the sweep time on the guest's
+   CLOCK_MONOTONIC from the return of ``livedump sweep`` to the first 50 ms
+   poll that shows the state no longer sweeping (throughput = bytes_written /
+   that time); DirectMap while sweeping; the workload's rate during the sweep
+   (counted only when the sweep outlasted the window); every status key,
+   new kernel counters included when the kernel reports them;
+3. DirectMap after the last release; ``dd if=/dev/zero oflag=direct`` of as
+   many MiB as the dump wrote onto the identical disk;
+4. QEMU's own ``dump-guest-memory`` through QMP, timed on the host: QEMU stops
+   the VM for the whole dump, so its wall time is the guest's pause.
+
+Results: bench.json (one object per size, units in the field names), a
+printed table and bench.png in the run directory.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import benchstats as stats
+from . import dump as dump_mod
+from .benchreport import BenchRow, plot, table, write_json
+from .console import GuestConsole
+from .errors import HarnessError
+from .pipeline import Pipeline, say
+from .qmp import QmpClient
+
+DEFAULT_SIZES = "512M,1G,2G,4G"
+POLL_MS = 50
+DD_TARGET = dump_mod.GUEST_DISK_NAMES[2]  # dump_disks(extra=("dd",)): /dev/vdc, as large as /dev/vdb
+STATUS = "livedump-ioctl status"
+
+
+class BenchError(HarnessError):
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__("bench", message, detail=detail)
+
+
+@dataclass
+class DumpSample:
+    status: dict[str, str]        # `livedump status` once the sweep ended, before release
+    sweep_ns: int
+    workload_ops: int
+    workload_ns: int
+    during: dict[str, int | None]  # DirectMap while sweeping
+    during_state: str | None = None  # the state read just before that DirectMap
+
+    @property
+    def workload_covered(self) -> bool:
+        """Did the sweep last the whole workload window?"""
+        return self.workload_ns <= self.sweep_ns
+
+
+def fields_after(text: str, prefix: str) -> dict[str, str]:
+    """``key=value`` words of the first output line starting with prefix."""
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return dict(w.split("=", 1) for w in line[len(prefix):].split() if "=" in w)
+    return {}
+
+
+def meminfo(console: GuestConsole) -> dict[str, int | None]:
+    return stats.parse_directmap(console.run("cat /proc/meminfo", check=True).output)
+
+
+def idle_workload(console: GuestConsole, window_ms: int) -> tuple[int, int]:
+    """(ops, ns) of the workload with the same status poller as during a dump, polling the idle device."""
+    out = console.run(f"ldbench poll {POLL_MS} {window_ms} state=idle {STATUS} >/dev/null & "
+                      f"ldbench fork {window_ms} | sed 's/^/workload: /'; wait", check=True).output
+    w = fields_after(out, "workload: ")
+    if "ops" not in w:
+        raise BenchError("the idle workload printed no rate", detail=out)
+    return int(w["ops"]), int(w["elapsed_ns"])
+
+
+def sweep_script(window_ms: int) -> str:
+    """Guest shell: sweep, then in parallel the poller timing it and the workload; labelled output lines."""
+    return (f"livedump sweep || exit $?; "
+            f"ldbench poll {POLL_MS} 0 state=sweeping {STATUS} >/tmp/bench-sweep & "
+            f"echo \"during: $({STATUS} | grep '^state=')\"; "
+            f"grep DirectMap /proc/meminfo; "
+            f"ldbench fork {window_ms} >/tmp/bench-workload & "
+            f"wait; sed 's/^/sweep: /' /tmp/bench-sweep; sed 's/^/workload: /' /tmp/bench-workload")
+
+
+def one_dump(console: GuestConsole, reason: str, window_ms: int, timeout: float) -> DumpSample:
+    console.run(f"livedump init {dump_mod.DUMP_TARGET} --reason {shlex.quote(reason)}", check=True)
+    try:
+        console.run("livedump start", check=True)
+        out = console.run(sweep_script(window_ms), timeout=timeout, check=True).output
+        status = dump_mod.status(console)
+    finally:
+        console.run("livedump release")
+    if status.get("state") != "done":
+        raise BenchError(f"{reason}: the dump ended in state {status.get('state')!r}: "
+                         f"{status.get('error_text', status.get('error', ''))}", detail=out)
+    sweep, work = fields_after(out, "sweep: "), fields_after(out, "workload: ")
+    if "elapsed_ns" not in sweep or "ops" not in work:
+        raise BenchError(f"{reason}: no sweep time or workload rate in the guest's output", detail=out)
+    return DumpSample(status=status, sweep_ns=int(sweep["elapsed_ns"]), workload_ops=int(work["ops"]),
+                      workload_ns=int(work["elapsed_ns"]), during=stats.parse_directmap(out),
+                      during_state=fields_after(out, "during: ").get("state"))
+
+
+def dd_rate(console: GuestConsole, mib: int, timeout: float) -> float | None:
+    out = console.run(f"ldbench time dd if=/dev/zero of={DD_TARGET} bs=1M count={mib} oflag=direct 2>/dev/null",
+                      timeout=timeout, check=True).output
+    line = next((ln for ln in out.splitlines() if ln.startswith("status=")), "")
+    timed = dict(w.split("=", 1) for w in line.split() if "=" in w)
+    if "elapsed_ns" not in timed:
+        raise BenchError("dd printed no time", detail=out)
+    return stats.mib_per_s(mib << 20, int(timed["elapsed_ns"]))
+
+
+def qemu_dump(qmp_socket: Path, out: Path, timeout: float) -> tuple[int, int]:
+    """(wall ns, bytes) of QEMU's dump-guest-memory to out; the file is deleted afterwards."""
+    try:
+        with QmpClient.connect(qmp_socket) as qmp:
+            start = time.monotonic_ns()
+            qmp.execute("dump-guest-memory", {"paging": False, "protocol": f"file:{out}", "detach": False},
+                        timeout=timeout)
+            elapsed = time.monotonic_ns() - start
+        size = out.stat().st_size if out.exists() else 0
+    finally:
+        out.unlink(missing_ok=True)
+    return elapsed, size
+
+
+def summarise(row: BenchRow, samples: list[DumpSample], idle: tuple[int, int]) -> None:
+    """Fill row's numbers from the dumps of one size (pure: no guest)."""
+    statuses = [s.status for s in samples]
+    row.dumps = statuses
+    row.pause_ns_all = [v for v in (stats.int_field(s, "pause_ns") for s in statuses) if v is not None]
+    row.pause_ns = stats.median_int(row.pause_ns_all)
+    row.sweep_ns_all = [s.sweep_ns for s in samples]
+    written = [stats.int_field(s.status, "bytes_written") or 0 for s in samples]
+    row.bytes_written = max(written) if written else None
+    row.dump_mib_s_all = [r for r in (stats.mib_per_s(b, s.sweep_ns) for b, s in zip(written, samples, strict=True))
+                          if r is not None]
+    row.dump_mib_s = stats.median(row.dump_mib_s_all)
+    row.workload_idle_per_s = stats.rate_per_s(*idle)
+    row.workload_dump_per_s_all = [stats.rate_per_s(s.workload_ops, s.workload_ns) if s.workload_covered else None
+                                   for s in samples]
+    row.workload_dump_per_s = stats.median(r for r in row.workload_dump_per_s_all if r is not None)
+    row.workload_ratio = stats.ratio(row.workload_dump_per_s, row.workload_idle_per_s)
+    for i, s in enumerate(samples, 1):
+        if not s.workload_covered:
+            row.notes.append(f"dump {i}: the sweep ({s.sweep_ns / 1e6:.0f} ms) ended before the workload window "
+                             f"({s.workload_ns / 1e6:.0f} ms): its rate is not counted")
+    if samples:
+        if samples[0].during_state != "sweeping":
+            row.notes.append(f"DirectMap 'during' was read in state {samples[0].during_state!r}, not sweeping")
+        for size in ("4k", "2m", "1g"):
+            setattr(row, f"directmap{size}_kb_during", samples[0].during[size])
+
+    def each(key: str) -> list[int | None]:
+        return [stats.int_field(s, key) for s in statuses]
+
+    def present(key: str) -> list[int]:
+        return [v for v in each(key) if v is not None]
+
+    row.cow_faults = stats.median_int(present("cow_faults"))
+    row.failed_pages = stats.max_or_none(each("failed_pages"))
+    row.reserve_pages = (present("reserve_pages") or [None])[-1]
+    row.reserve_used_max = stats.max_or_none(each("reserve_used_max"))
+    row.table_pages = (present("table_pages") or [None])[-1]
+    row.tables_used = stats.max_or_none(each("tables_used"))
+    row.lazy_splits = stats.median_int(present("lazy_splits"))
+    row.protected_entries = stats.median_int(present("protected_entries"))
+    histograms = [stats.parse_histogram(s["fault_ns_log2"]) for s in statuses if "fault_ns_log2" in s]
+    if histograms:
+        summed = stats.add_histograms(histograms)
+        row.fault_ns_log2 = summed
+        row.fault_p50_ns = stats.histogram_percentile(summed, 0.50)
+        row.fault_p99_ns = stats.histogram_percentile(summed, 0.99)
+        row.fault_p999_ns = stats.histogram_percentile(summed, 0.999)
+    row.fault_max_ns = stats.max_or_none(each("fault_ns_max"))
+
+
+def measure(p: Pipeline, size: str, repeat: int, window_ms: int) -> BenchRow:
+    """One boot at this RAM size: everything the module docstring lists."""
+    nbytes = dump_mod.memory_bytes(size)
+    mib = nbytes >> 20
+    accel = p.accel(p.build().bzimage).accel
+    row = BenchRow(memory=size, memory_mib=mib, accel=accel, smp=p.options.smp, repeat=repeat,
+                   workload_window_ms=window_ms)
+    # TCG writes a few tens of MiB/s at worst: give each long step time in proportion to the RAM.
+    long_timeout = max(600.0, mib * 1.0)
+    disk_dir = p.run.path(f"bench-{size}")
+    disks = dump_mod.dump_disks(disk_dir, nbytes, extra=("dd",))
+    say(f"booting {size} guest ({accel}, smp {p.options.smp})...")
+    try:
+        with p.boot(disks, tag=size) as console:
+            if console.run("command -v livedump && command -v ldbench").status != 0:
+                raise BenchError("the guest has no livedump tool or ldbench helper: is the series applied?")
+            before = meminfo(console)
+            say(f"idle workload at {size} ({window_ms} ms)...")
+            idle = idle_workload(console, window_ms)
+            samples = []
+            for i in range(1, repeat + 1):
+                say(f"dump {i}/{repeat} at {size}...")
+                samples.append(one_dump(console, f"harness bench {size} {i}/{repeat}", window_ms, long_timeout))
+                s = samples[-1]
+                say(f"  pause {s.status.get('pause_ns')} ns, sweep {s.sweep_ns / 1e9:.2f} s, "
+                    f"COW faults {s.status.get('cow_faults')}, workload {s.workload_ops} ops in the sweep")
+            after = meminfo(console)
+            summarise(row, samples, idle)
+            for k in ("4k", "2m", "1g"):
+                setattr(row, f"directmap{k}_kb_before", before[k])
+                setattr(row, f"directmap{k}_kb_after", after[k])
+            dd_mib = max(1, math.ceil((row.bytes_written or nbytes) / (1 << 20)))
+            say(f"dd of {dd_mib} MiB onto {DD_TARGET} at {size}...")
+            row.dd_mib_s = dd_rate(console, dd_mib, long_timeout)
+            row.dd_bytes = dd_mib << 20
+            say(f"QEMU dump-guest-memory at {size}...")
+            row.qemu_dump_pause_ns, qemu_bytes = qemu_dump(p.run.path("qmp.sock"),
+                                                           disk_dir / "qemu-dump.elf", long_timeout)
+            row.notes.append(f"QEMU dump-guest-memory wrote {qemu_bytes} bytes (deleted)")
+            console.run("true", check=True)  # the guest runs again after QEMU's dump
+    finally:
+        for disk in disks:
+            disk.path.unlink(missing_ok=True)
+    return row
+
+
+def command(p: Pipeline, args) -> int:
+    sizes = stats.parse_memory_list(args.memory)
+    if not sizes:
+        raise BenchError("--memory names no size")
+    for size in sizes:
+        dump_mod.memory_bytes(size)  # bad sizes fail before any boot
+    if args.repeat < 1:
+        raise BenchError("--repeat must be at least 1")
+    kernel = p.build()
+    if not (kernel.headers / "linux" / "livedump.h").is_file():
+        raise BenchError("this kernel has no livedump (series or fragment missing)")
+    base = p.options
+    rows: list[BenchRow] = []
+    out = p.run.path("bench.json")
+    for size in sizes:
+        p.options = replace(base, memory=size)
+        try:
+            with p.run.stage(f"bench {size}"):
+                rows.append(measure(p, size, args.repeat, args.window_ms))
+        except HarnessError as e:
+            say(f"{size}: {e.stage}: {e.message}")
+            if e.detail:
+                say(e.detail.rstrip()[-2000:])
+            rows.append(BenchRow(memory=size, memory_mib=dump_mod.memory_bytes(size) >> 20,
+                                 accel=p.accel(kernel.bzimage).accel, smp=base.smp, repeat=args.repeat,
+                                 error=f"{e.stage}: {e.message}"))
+        finally:
+            p.options = base
+        write_json(rows, out)
+    print(table(rows))
+    for r in rows:
+        for note in r.notes:
+            say(f"{r.memory}: {note}")
+    why_not = plot(rows, p.run.path("bench.png"))
+    say(why_not or f"wrote {out} and {p.run.path('bench.png')}")
+    p.run.facts["bench"] = {"json": str(out), "sizes": sizes, "repeat": args.repeat,
+                            "errors": {r.memory: r.error for r in rows if r.error}}
+    failed = [r.memory for r in rows if r.error]
+    if failed:
+        raise BenchError(f"could not measure {', '.join(failed)} (see above); the other sizes are in {out}")
+    return 0

@@ -1,0 +1,154 @@
+"""The results of ``python -m harness bench``: one row per guest RAM size, as JSON, a table and a plot.
+
+Field names carry their units. A number the kernel or the guest did not
+report is None (JSON null), never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BenchRow:
+    memory: str                     # as given on the command line, e.g. "512M"
+    memory_mib: int
+    accel: str
+    smp: int
+    repeat: int
+    pause_ns: int | None = None     # median over the dumps
+    pause_ns_all: list[int] = field(default_factory=list)
+    qemu_dump_pause_ns: int | None = None
+    dump_mib_s: float | None = None  # median; bytes_written / sweep time (SWEEP ioctl returned -> state done)
+    dump_mib_s_all: list[float] = field(default_factory=list)
+    sweep_ns_all: list[int] = field(default_factory=list)
+    bytes_written: int | None = None
+    dd_mib_s: float | None = None
+    dd_bytes: int | None = None
+    workload: str = "fork+exec+wait of a static no-op (ldbench fork)"
+    workload_window_ms: int = 0
+    workload_idle_per_s: float | None = None
+    workload_dump_per_s: float | None = None  # median over the dumps whose sweep outlasted the window
+    workload_dump_per_s_all: list[float | None] = field(default_factory=list)
+    workload_ratio: float | None = None
+    directmap4k_kb_before: int | None = None
+    directmap4k_kb_during: int | None = None
+    directmap4k_kb_after: int | None = None
+    directmap2m_kb_before: int | None = None
+    directmap2m_kb_during: int | None = None
+    directmap2m_kb_after: int | None = None
+    directmap1g_kb_before: int | None = None
+    directmap1g_kb_during: int | None = None
+    directmap1g_kb_after: int | None = None
+    cow_faults: int | None = None          # median over the dumps
+    failed_pages: int | None = None        # max over the dumps
+    reserve_pages: int | None = None       # last dump's
+    reserve_used_max: int | None = None    # max over the dumps
+    table_pages: int | None = None         # last dump's
+    tables_used: int | None = None         # max over the dumps
+    lazy_splits: int | None = None         # median over the dumps
+    protected_entries: int | None = None   # median over the dumps
+    fault_p50_ns: int | None = None        # from the summed log2 histograms: upper bucket bound
+    fault_p99_ns: int | None = None
+    fault_p999_ns: int | None = None
+    fault_max_ns: int | None = None
+    fault_ns_log2: list[int] | None = None  # summed over the dumps
+    dumps: list[dict[str, str]] = field(default_factory=list)  # each dump's final `livedump status`
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Fields every bench.json row has (the documented shape; tests check it).
+ROW_FIELDS = tuple(f.name for f in fields(BenchRow))
+
+
+def write_json(rows: list[BenchRow], path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _fmt(value: float | int | None, scale: float = 1.0, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value / scale:.{digits}f}"
+
+
+COLUMNS = ("RAM", "pause ms", "QEMU pause ms", "dump MiB/s", "dd MiB/s", "workload", "COW faults", "failed",
+           "fault p99 us", "DirectMap4k kB before/during/after")
+
+
+def table(rows: list[BenchRow]) -> str:
+    """A plain-text table, one line per size."""
+    lines = []
+    for r in rows:
+        if r.error:
+            lines.append((r.memory, f"error: {r.error}") + ("",) * (len(COLUMNS) - 2))
+            continue
+        lines.append((
+            r.memory,
+            _fmt(r.pause_ns, 1e6, 3),
+            _fmt(r.qemu_dump_pause_ns, 1e6, 0),
+            _fmt(r.dump_mib_s, 1, 1),
+            _fmt(r.dd_mib_s, 1, 1),
+            "-" if r.workload_ratio is None else f"{r.workload_ratio:.2f}x",
+            _fmt(r.cow_faults),
+            _fmt(r.failed_pages),
+            _fmt(r.fault_p99_ns, 1e3, 1),
+            "/".join(_fmt(v) for v in (r.directmap4k_kb_before, r.directmap4k_kb_during, r.directmap4k_kb_after)),
+        ))
+    widths = [max(len(c), *(len(line[i]) for line in lines)) if lines else len(c) for i, c in enumerate(COLUMNS)]
+    out = ["  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    out += ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in lines]
+    return "\n".join(out)
+
+
+def plot(rows: list[BenchRow], path: Path) -> str | None:
+    """bench.png: pause vs RAM (log axis), throughput vs RAM. Returns why not, or None when written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        return f"matplotlib is not installed ({e}); no bench.png"
+    good = [r for r in rows if r.error is None]
+    if not good:
+        return "no size was measured; no bench.png"
+    mib = [r.memory_mib for r in good]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+
+    def series(ax, values, label, marker):
+        points = [(x, y) for x, y in zip(mib, values, strict=True) if y is not None]
+        if points:
+            ax.plot([x for x, _ in points], [y for _, y in points], marker=marker, label=label)
+
+    series(left, [r.pause_ns / 1e6 if r.pause_ns else None for r in good], "livedump (stop_machine)", "o")
+    series(left, [r.qemu_dump_pause_ns / 1e6 if r.qemu_dump_pause_ns else None for r in good],
+           "QEMU dump-guest-memory", "s")
+    left.set_yscale("log")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("guest RAM (MiB)")
+    left.set_ylabel("guest paused (ms)")
+    left.set_title("pause vs RAM")
+    left.legend()
+    series(right, [r.dump_mib_s for r in good], "livedump sweep", "o")
+    series(right, [r.dd_mib_s for r in good], "dd oflag=direct", "s")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("guest RAM (MiB)")
+    right.set_ylabel("MiB/s")
+    right.set_title("throughput vs RAM")
+    right.set_ylim(bottom=0)
+    right.legend()
+    accel = ",".join(sorted({r.accel for r in good}))
+    fig.suptitle(f"livedump bench ({accel}, smp {good[0].smp})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

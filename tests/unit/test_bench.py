@@ -1,0 +1,184 @@
+"""The pure parts of ``harness bench``: meminfo, statistics, histograms, the bench.json row."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import bench, benchreport
+from harness import benchstats as stats
+from harness.dump import parse_status
+
+MEMINFO = """MemTotal:         483112 kB
+MemFree:          401234 kB
+Hugepagesize:       2048 kB
+DirectMap4k:       14208 kB
+DirectMap2M:      510000 kB
+DirectMap1G:           0 kB
+"""
+
+
+def test_directmap_from_meminfo():
+    assert stats.parse_directmap(MEMINFO) == {"4k": 14208, "2m": 510000, "1g": 0}
+
+
+def test_directmap_line_the_kernel_does_not_print_is_none():
+    text = "\n".join(line for line in MEMINFO.splitlines() if "1G" not in line)
+    assert stats.parse_directmap(text) == {"4k": 14208, "2m": 510000, "1g": None}
+    assert stats.parse_directmap("") == {"4k": None, "2m": None, "1g": None}
+
+
+def test_memory_list():
+    assert stats.parse_memory_list("512M,1G, 2g,,1G") == ["512M", "1G", "2G"]
+
+
+def test_median():
+    assert stats.median([3, 1, 2]) == 2
+    assert stats.median([4, 1, 3, 2]) == 2.5
+    assert stats.median([]) is None
+    assert stats.median_int([10, 11]) == 10  # round half to even
+    assert stats.median_int([]) is None
+
+
+def test_int_field_absent_or_not_a_number_is_none():
+    status = {"cow_faults": "12", "state": "done", "error": "-5"}
+    assert stats.int_field(status, "cow_faults") == 12
+    assert stats.int_field(status, "error") == -5
+    assert stats.int_field(status, "state") is None
+    assert stats.int_field(status, "reserve_pages") is None
+
+
+def test_histogram_percentiles_are_upper_bucket_bounds():
+    # 90 faults in [2^10, 2^11) ns, 9 in [2^12, 2^13), 1 in [2^20, 2^21).
+    counts = [0] * 21
+    counts[10], counts[12], counts[20] = 90, 9, 1
+    assert stats.histogram_percentile(counts, 0.5) == 2048
+    assert stats.histogram_percentile(counts, 0.9) == 2048
+    assert stats.histogram_percentile(counts, 0.99) == 8192
+    assert stats.histogram_percentile(counts, 0.999) == 1 << 21
+    assert stats.histogram_percentile(counts, 1.0) == 1 << 21
+
+
+def test_histogram_edge_cases():
+    assert stats.histogram_percentile([], 0.5) is None
+    assert stats.histogram_percentile([0, 0], 0.99) is None
+    assert stats.histogram_percentile([1], 0.5) == 2  # bucket 0 is [1, 2) ns
+    assert stats.parse_histogram("0,1,2") == [0, 1, 2]
+    assert stats.parse_histogram("") == []
+    assert stats.add_histograms([[1, 2], [0, 0, 5], []]) == [1, 2, 5]
+
+
+def test_rates():
+    assert stats.mib_per_s(100 << 20, 2_000_000_000) == 50.0
+    assert stats.mib_per_s(0, 1) is None
+    assert stats.rate_per_s(30, 1_500_000_000) == 20.0
+    assert stats.ratio(1.0, 4.0) == 0.25
+    assert stats.ratio(None, 4.0) is None and stats.ratio(1.0, 0.0) is None
+
+
+def test_status_keys_may_hold_digits():
+    text = "state=done\nfault_ns_log2=0,3,1\nfault_ns_max=900\nnoise line\n"
+    assert parse_status(text) == {"state": "done", "fault_ns_log2": "0,3,1", "fault_ns_max": "900"}
+
+
+def test_fields_after_a_label():
+    out = "during: state=sweeping\nDirectMap4k: 1 kB\nsweep: polls=7 elapsed_ns=350\nworkload: ops=5 elapsed_ns=9"
+    assert bench.fields_after(out, "sweep: ") == {"polls": "7", "elapsed_ns": "350"}
+    assert bench.fields_after(out, "during: ") == {"state": "sweeping"}
+    assert bench.fields_after(out, "nothing: ") == {}
+
+
+def sample(pause: int, cow: int, *, sweep_ns: int = 4_000_000_000, extra: dict[str, str] | None = None,
+           workload_ns: int = 2_000_000_000) -> bench.DumpSample:
+    status = {"state": "done", "pause_ns": str(pause), "cow_faults": str(cow), "failed_pages": "0",
+              "bytes_written": str(512 << 20), **(extra or {})}
+    return bench.DumpSample(status=status, sweep_ns=sweep_ns, workload_ops=100, workload_ns=workload_ns,
+                            during={"4k": 20000, "2m": 500000, "1g": None}, during_state="sweeping")
+
+
+def new_row() -> benchreport.BenchRow:
+    return benchreport.BenchRow(memory="512M", memory_mib=512, accel="tcg", smp=2, repeat=3, workload_window_ms=2000)
+
+
+def test_summary_of_an_old_kernel_leaves_new_keys_null():
+    row = new_row()
+    bench.summarise(row, [sample(3000, 10), sample(1000, 30), sample(2000, 20)], idle=(200, 2_000_000_000))
+    assert row.pause_ns == 2000 and row.pause_ns_all == [3000, 1000, 2000]
+    assert row.cow_faults == 20 and row.failed_pages == 0
+    assert row.dump_mib_s == 128.0  # 512 MiB in 4 s
+    assert row.workload_idle_per_s == 100.0 and row.workload_dump_per_s == 50.0 and row.workload_ratio == 0.5
+    assert row.directmap4k_kb_during == 20000 and row.directmap1g_kb_during is None
+    for key in ("reserve_pages", "reserve_used_max", "table_pages", "tables_used", "lazy_splits",
+                "protected_entries", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns", "fault_max_ns"):
+        assert getattr(row, key) is None, key
+    assert row.notes == []
+
+
+def test_summary_with_the_new_kernel_keys():
+    new = {"reserve_pages": "16384", "reserve_used_max": "40", "table_pages": "64", "tables_used": "3",
+           "lazy_splits": "7", "protected_entries": "900", "fault_ns_log2": "0,0,0,0,0,0,0,0,0,0,4",
+           "fault_ns_max": "1900"}
+    row = new_row()
+    bench.summarise(row, [sample(1000, 4, extra=new),
+                          sample(1000, 4, extra={**new, "reserve_used_max": "55", "fault_ns_max": "2000"})],
+                    idle=(200, 2_000_000_000))
+    assert (row.reserve_pages, row.reserve_used_max, row.table_pages, row.tables_used) == (16384, 55, 64, 3)
+    assert (row.lazy_splits, row.protected_entries) == (7, 900)
+    assert row.fault_ns_log2 == [0] * 10 + [8]
+    assert row.fault_p50_ns == row.fault_p99_ns == row.fault_p999_ns == 2048
+    assert row.fault_max_ns == 2000
+
+
+def test_a_sweep_shorter_than_the_window_is_not_counted():
+    row = new_row()
+    bench.summarise(row, [sample(1000, 1, sweep_ns=1_000_000_000)], idle=(200, 2_000_000_000))
+    assert row.workload_dump_per_s_all == [None]
+    assert row.workload_dump_per_s is None and row.workload_ratio is None
+    assert "not counted" in row.notes[0]
+
+
+def test_bench_json_shape(tmp_path):
+    row = new_row()
+    bench.summarise(row, [sample(1000, 1)], idle=(200, 2_000_000_000))
+    out = tmp_path / "bench.json"
+    benchreport.write_json([row, benchreport.BenchRow(memory="4G", memory_mib=4096, accel="tcg", smp=2, repeat=3,
+                                                      error="qemu: boot timeout")], out)
+    data = json.loads(out.read_text())
+    assert isinstance(data, list) and len(data) == 2
+    documented = {"memory_mib", "pause_ns", "pause_ns_all", "qemu_dump_pause_ns", "dump_mib_s", "dd_mib_s",
+                  "workload_ratio", "workload_idle_per_s", "workload_dump_per_s", "cow_faults", "failed_pages",
+                  "reserve_pages", "reserve_used_max", "table_pages", "tables_used", "fault_p50_ns", "fault_p99_ns",
+                  "fault_p999_ns", "fault_max_ns", "accel", "smp"}
+    documented |= {f"directmap{s}_kb_{w}" for s in ("4k", "2m", "1g") for w in ("before", "during", "after")}
+    for obj in data:
+        assert documented <= set(obj)
+        assert set(obj) == set(benchreport.ROW_FIELDS)
+    assert data[0]["pause_ns"] == 1000 and data[0]["reserve_pages"] is None
+    assert data[1]["error"] == "qemu: boot timeout" and data[1]["pause_ns"] is None
+
+
+def test_table_has_one_line_per_size():
+    row = new_row()
+    bench.summarise(row, [sample(1_500_000, 1)], idle=(200, 2_000_000_000))
+    row.qemu_dump_pause_ns, row.dd_mib_s = 2_000_000_000, 300.0
+    text = benchreport.table([row, benchreport.BenchRow(memory="1G", memory_mib=1024, accel="tcg", smp=2,
+                                                        repeat=1, error="bench: dump failed")])
+    lines = text.splitlines()
+    assert len(lines) == 3
+    assert lines[1].split()[:5] == ["512M", "1.500", "2000", "128.0", "300.0"]
+    assert "error: bench: dump failed" in lines[2]
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = []
+    for mib, pause in ((512, 1_000_000), (1024, 2_000_000)):
+        row = new_row()
+        row.memory_mib, row.pause_ns, row.qemu_dump_pause_ns = mib, pause, pause * 1000
+        row.dump_mib_s, row.dd_mib_s = 100.0, 200.0
+        rows.append(row)
+    out = tmp_path / "bench.png"
+    assert benchreport.plot(rows, out) is None
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert benchreport.plot([], tmp_path / "none.png") is not None
