@@ -7,7 +7,7 @@ HARNESS := $(PYTHON) -m harness
 HARNESS_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: all setup test test-unit test-qemu lint crash-extension clean clean-artifacts help
+.PHONY: all setup test test-unit test-qemu bench lint crash-extension clean clean-artifacts help
 
 all: help
 
@@ -15,6 +15,7 @@ help:
 	@echo "make setup      install Debian packages and the Python venv (idempotent)"
 	@echo "make test       unit tests and QEMU integration tests (what CI runs)"
 	@echo "make test-qemu  build the pinned kernel with the series, boot it, run the end-to-end test"
+	@echo "make bench      livedump pause, throughput and slowdown at 512M..4G of guest RAM (bench.json, bench.png)"
 	@echo "make lint       ruff on the Python code, checkpatch --strict on the kernel series"
 	@echo "make crash-extension  build crash-patches/livedump.so (load with: extend crash-patches/livedump.so)"
 
@@ -29,6 +30,9 @@ test-unit: setup
 
 test-qemu: setup
 	$(HARNESS) test $(HARNESS_ARGS)
+
+bench: setup
+	$(HARNESS) bench $(HARNESS_ARGS)
 
 lint: setup
 	$(PYTHON) -m ruff check harness tests

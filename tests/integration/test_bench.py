@@ -1,0 +1,55 @@
+"""``harness bench`` once, on the smallest size: bench.json has every documented field, with real numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import benchreport, cli
+
+pytestmark = pytest.mark.qemu
+
+# Numbers every run must measure; the kernel keys the series may not report yet can be null.
+POSITIVE = ("memory_mib", "pause_ns", "qemu_dump_pause_ns", "dump_mib_s", "dd_mib_s", "workload_idle_per_s",
+            "directmap4k_kb_before", "smp")
+KERNEL_OPTIONAL = ("reserve_pages", "reserve_used_max", "table_pages", "tables_used", "lazy_splits",
+                   "protected_entries", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns", "fault_max_ns")
+
+
+def test_bench_at_512m(pipeline, tmp_path, show):
+    pipeline.build()  # the session's kernel; the bench's own Pipeline finds it cached
+    status = cli.main(["bench", "--memory", "512M", "--repeat", "1", "--artifacts", str(tmp_path),
+                       "--accel", pipeline.accel(pipeline.build().bzimage).accel])
+    run = (tmp_path / "latest").resolve()
+    rows = json.loads((run / "bench.json").read_text())
+    show(benchreport.table([benchreport.BenchRow(**row) for row in rows]))
+    assert status == 0, (run / "result.json").read_text()
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == set(benchreport.ROW_FIELDS)
+    assert row["error"] is None
+    assert row["memory_mib"] == 512 and row["accel"] in ("kvm", "tcg") and row["smp"] == pipeline.options.smp
+    for key in POSITIVE:
+        assert isinstance(row[key], int | float) and row[key] > 0, (key, row[key])
+    assert row["pause_ns_all"] == [row["pause_ns"]]
+    assert row["cow_faults"] is not None and row["cow_faults"] >= 0
+    assert row["failed_pages"] is not None and row["failed_pages"] >= 0
+    for size in ("4k", "2m", "1g"):
+        for when in ("before", "during", "after"):
+            value = row[f"directmap{size}_kb_{when}"]
+            assert value is None or value >= 0
+    assert row["directmap4k_kb_during"] is not None
+    # The ratio needs a sweep longer than the workload window; when it has one it is a real rate.
+    if row["workload_dump_per_s"] is not None:
+        assert row["workload_dump_per_s"] > 0 and row["workload_ratio"] > 0
+    for key in KERNEL_OPTIONAL:
+        assert row[key] is None or row[key] >= 0, key
+    if row["fault_p50_ns"] is not None:
+        assert row["fault_p50_ns"] <= row["fault_p99_ns"] <= row["fault_p999_ns"]
+    assert not list(run.glob("bench-512M/*.img")) and not list(run.glob("**/qemu-dump.elf"))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (run / "bench.png").is_file()
