@@ -35,7 +35,7 @@ from . import benchstats as stats
 from . import dump as dump_mod
 from .benchreport import BenchRow, plot, table, write_json
 from .console import GuestConsole
-from .errors import HarnessError
+from .errors import GuestCrashed, GuestTimeout, HarnessError
 from .pipeline import Pipeline, say
 from .qmp import QmpClient
 
@@ -89,7 +89,7 @@ def idle_workload(console: GuestConsole, window_ms: int) -> tuple[int, int]:
 
 def sweep_script(window_ms: int) -> str:
     """Guest shell: sweep, then in parallel the poller timing it and the workload; labelled output lines."""
-    return (f"livedump sweep || exit $?; "
+    return ("livedump sweep || exit $?; "
             f"ldbench poll {POLL_MS} 0 state=sweeping {STATUS} >/tmp/bench-sweep & "
             f"echo \"during: $({STATUS} | grep '^state=')\"; "
             f"grep DirectMap /proc/meminfo; "
@@ -100,11 +100,16 @@ def sweep_script(window_ms: int) -> str:
 def one_dump(console: GuestConsole, reason: str, window_ms: int, timeout: float) -> DumpSample:
     console.run(f"livedump init {dump_mod.DUMP_TARGET} --reason {shlex.quote(reason)}", check=True)
     try:
-        console.run("livedump start", check=True)
-        out = console.run(sweep_script(window_ms), timeout=timeout, check=True).output
+        # start and sweep in one command, as `livedump dump` does: no console round trip in between.
+        out = console.run(f"livedump start || exit $?; {sweep_script(window_ms)}", timeout=timeout,
+                          check=True).output
         status = dump_mod.status(console)
-    finally:
+    except (GuestTimeout, GuestCrashed):
+        raise  # the console no longer answers: a release through it would only time out and hide why
+    except BaseException:
         console.run("livedump release")
+        raise
+    console.run("livedump release", check=True)
     if status.get("state") != "done":
         raise BenchError(f"{reason}: the dump ended in state {status.get('state')!r}: "
                          f"{status.get('error_text', status.get('error', ''))}", detail=out)
