@@ -182,3 +182,99 @@ def test_plot_writes_a_png(tmp_path):
     assert benchreport.plot(rows, out) is None
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert benchreport.plot([], tmp_path / "none.png") is not None
+
+
+class FakeConsole:
+    """Answers guest commands from a list of (substring, status, output), in order of first match."""
+
+    def __init__(self, answers: list[tuple[str, int, str]]):
+        self.answers = answers
+        self.commands: list[str] = []
+
+    def run(self, command: str, *, timeout: float | None = None, check: bool = False):
+        from harness.console import CommandResult
+        from harness.errors import HarnessError
+
+        self.commands.append(command)
+        for needle, status, output in self.answers:
+            if needle in command:
+                if check and status:
+                    raise HarnessError("guest", f"`{command}` exited {status}", detail=output)
+                return CommandResult(command, status, output)
+        raise AssertionError(f"unexpected guest command {command!r}")
+
+
+SWEEP_OUTPUT = """during: state=sweeping
+DirectMap4k:       30000 kB
+DirectMap2M:      494000 kB
+DirectMap1G:           0 kB
+sweep: polls=80 elapsed_ns=4000000000 needle_seen_last=0
+workload: ops=150 elapsed_ns=2000000000"""
+DONE = "state=done\npages_total=131072\ncow_faults=600\nfailed_pages=0\npause_ns=15000000\nbytes_written=536870912"
+
+
+def test_one_dump_reads_the_guest_output_and_releases():
+    console = FakeConsole([("livedump init", 0, ""), ("livedump start", 0, SWEEP_OUTPUT),
+                           ("livedump status", 0, DONE), ("livedump release", 0, "")])
+    s = bench.one_dump(console, "harness bench 512M 1/1", 2000, 600)
+    assert (s.sweep_ns, s.workload_ops, s.workload_ns, s.during_state) == (4_000_000_000, 150, 2_000_000_000,
+                                                                            "sweeping")
+    assert s.during == {"4k": 30000, "2m": 494000, "1g": 0}
+    assert s.status["pause_ns"] == "15000000" and s.workload_covered
+    assert "'harness bench 512M 1/1'" in console.commands[0]
+    assert console.commands[-1] == "livedump release"
+
+
+def test_a_failed_dump_is_released_and_reported():
+    failed = DONE.replace("state=done", "state=failed") + "\nerror=-28\nerror_text=No space left on device"
+    console = FakeConsole([("livedump init", 0, ""), ("livedump start", 0, SWEEP_OUTPUT),
+                           ("livedump status", 0, failed), ("livedump release", 0, "")])
+    with pytest.raises(bench.BenchError, match="state 'failed': No space left on device"):
+        bench.one_dump(console, "d", 2000, 600)
+    assert console.commands[-1] == "livedump release"
+
+
+def test_a_hung_console_is_not_asked_to_release():
+    from harness.errors import GuestTimeout
+
+    class Hung(FakeConsole):
+        def run(self, command, **kw):
+            if "livedump start" in command:
+                self.commands.append(command)
+                raise GuestTimeout("command", 600, "tail", waiting_for=command)
+            return super().run(command, **kw)
+
+    console = Hung([("livedump init", 0, "")])
+    with pytest.raises(GuestTimeout):
+        bench.one_dump(console, "d", 2000, 600)
+    assert not any("release" in c for c in console.commands)
+
+
+def test_idle_workload_and_dd():
+    console = FakeConsole([("ldbench fork", 0, "workload: ops=250 elapsed_ns=2000000000"),
+                           ("ldbench time dd", 0, "status=0 elapsed_ns=4000000000")])
+    assert bench.idle_workload(console, 2000) == (250, 2_000_000_000)
+    assert bench.dd_rate(console, 512, 600) == 128.0
+    assert "of=/dev/vdc bs=1M count=512 oflag=direct" in console.commands[-1]
+
+
+def test_qemu_dump_times_the_command_and_deletes_the_file(tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    from tests.unit.test_qmp import FakeQemu
+
+    out = tmp_path / "qemu-dump.elf"
+
+    def handler(message):
+        if message["execute"] == "dump-guest-memory":
+            assert message["arguments"] == {"paging": False, "protocol": f"file:{out}", "detach": False}
+            out.write_bytes(b"\x7fELF" + bytes(1000))
+        return [{"return": {}}]
+
+    with tempfile.TemporaryDirectory(prefix="qmp-") as d:
+        fake = FakeQemu(Path(d) / "qmp.sock", handler)
+        elapsed, size = bench.qemu_dump(Path(d) / "qmp.sock", out, 5)
+        fake.close()
+    assert elapsed > 0 and size == 1004
+    assert not out.exists()
