@@ -4,10 +4,11 @@ A benchmark, never a test: it reports numbers and fails only when it cannot
 measure (a guest that does not boot, a dump that fails). One boot per size,
 with a scratch disk, a dump target and an identical disk for dd. In that boot:
 
-1. /proc/meminfo's DirectMap lines, and the idle rate of the workload
-   (``ldbench fork``: fork, exec a static no-op, reap) for a short window,
-   next to the same 50 ms status poller that runs during a dump;
-2. ``--repeat`` dumps, step by step (init, start, sweep, status, release):
+1. /proc/meminfo's DirectMap lines;
+2. ``--repeat`` times: the idle rate of the workload (``ldbench fork``: fork,
+   exec a static no-op, reap) for a short window next to the same 50 ms
+   status poller that runs during a dump, then a dump (init, start+sweep,
+   status, release):
    the pause from ``livedump status``; the sweep time on the guest's
    CLOCK_MONOTONIC from the return of ``livedump sweep`` to the first 50 ms
    poll that shows the state no longer sweeping (throughput = bytes_written /
@@ -25,6 +26,7 @@ printed table and bench.png in the run directory.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shlex
 import time
@@ -145,8 +147,8 @@ def qemu_dump(qmp_socket: Path, out: Path, timeout: float) -> tuple[int, int]:
     return elapsed, size
 
 
-def summarise(row: BenchRow, samples: list[DumpSample], idle: tuple[int, int]) -> None:
-    """Fill row's numbers from the dumps of one size (pure: no guest)."""
+def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, int]]) -> None:
+    """Fill row's numbers from the dumps of one size and the idle windows before them (pure: no guest)."""
     statuses = [s.status for s in samples]
     row.dumps = statuses
     row.pause_ns_all = [v for v in (stats.int_field(s, "pause_ns") for s in statuses) if v is not None]
@@ -157,7 +159,8 @@ def summarise(row: BenchRow, samples: list[DumpSample], idle: tuple[int, int]) -
     row.dump_mib_s_all = [r for r in (stats.mib_per_s(b, s.sweep_ns) for b, s in zip(written, samples, strict=True))
                           if r is not None]
     row.dump_mib_s = stats.median(row.dump_mib_s_all)
-    row.workload_idle_per_s = stats.rate_per_s(*idle)
+    row.workload_idle_per_s_all = [r for r in (stats.rate_per_s(*idle) for idle in idles) if r is not None]
+    row.workload_idle_per_s = stats.median(row.workload_idle_per_s_all)
     row.workload_dump_per_s_all = [stats.rate_per_s(s.workload_ops, s.workload_ns) if s.workload_covered else None
                                    for s in samples]
     row.workload_dump_per_s = stats.median(r for r in row.workload_dump_per_s_all if r is not None)
@@ -201,8 +204,10 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int) -> BenchRow:
     nbytes = dump_mod.memory_bytes(size)
     mib = nbytes >> 20
     accel = p.accel(p.build().bzimage).accel
+    kernel = p.build()
     row = BenchRow(memory=size, memory_mib=mib, accel=accel, smp=p.options.smp, repeat=repeat,
-                   workload_window_ms=window_ms)
+                   workload_window_ms=window_ms, kernel_release=kernel.release,
+                   bzimage_sha256=hashlib.sha256(kernel.bzimage.read_bytes()).hexdigest()[:16])
     # TCG writes a few tens of MiB/s at worst: give each long step time in proportion to the RAM.
     long_timeout = max(600.0, mib * 1.0)
     disk_dir = p.run.path(f"bench-{size}")
@@ -213,17 +218,18 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int) -> BenchRow:
             if console.run("command -v livedump && command -v ldbench").status != 0:
                 raise BenchError("the guest has no livedump tool or ldbench helper: is the series applied?")
             before = meminfo(console)
-            say(f"idle workload at {size} ({window_ms} ms)...")
-            idle = idle_workload(console, window_ms)
-            samples = []
+            samples, idles = [], []
             for i in range(1, repeat + 1):
+                # An idle window right before each dump: the host's own load drifts (other QEMUs, TCG).
+                say(f"idle workload {i}/{repeat} at {size} ({window_ms} ms)...")
+                idles.append(idle_workload(console, window_ms))
                 say(f"dump {i}/{repeat} at {size}...")
                 samples.append(one_dump(console, f"harness bench {size} {i}/{repeat}", window_ms, long_timeout))
                 s = samples[-1]
                 say(f"  pause {s.status.get('pause_ns')} ns, sweep {s.sweep_ns / 1e9:.2f} s, "
                     f"COW faults {s.status.get('cow_faults')}, workload {s.workload_ops} ops in the sweep")
             after = meminfo(console)
-            summarise(row, samples, idle)
+            summarise(row, samples, idles)
             for k in ("4k", "2m", "1g"):
                 setattr(row, f"directmap{k}_kb_before", before[k])
                 setattr(row, f"directmap{k}_kb_after", after[k])
@@ -275,6 +281,8 @@ def command(p: Pipeline, args) -> int:
     for r in rows:
         for note in r.notes:
             say(f"{r.memory}: {note}")
+    if len({r.bzimage_sha256 for r in rows if r.bzimage_sha256}) > 1:
+        say("WARNING: the kernel was rebuilt during the bench: the sizes ran different bzImages (bzimage_sha256)")
     why_not = plot(rows, p.run.path("bench.png"))
     say(why_not or f"wrote {out} and {p.run.path('bench.png')}")
     p.run.facts["bench"] = {"json": str(out), "sizes": sizes, "repeat": args.repeat,

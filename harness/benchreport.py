@@ -19,6 +19,8 @@ class BenchRow:
     accel: str
     smp: int
     repeat: int
+    kernel_release: str | None = None
+    bzimage_sha256: str | None = None  # of the bzImage this size booted (the build can change between sizes)
     pause_ns: int | None = None     # median over the dumps
     pause_ns_all: list[int] = field(default_factory=list)
     qemu_dump_pause_ns: int | None = None
@@ -30,7 +32,8 @@ class BenchRow:
     dd_bytes: int | None = None
     workload: str = "fork+exec+wait of a static no-op (ldbench fork)"
     workload_window_ms: int = 0
-    workload_idle_per_s: float | None = None
+    workload_idle_per_s: float | None = None  # median over the idle windows, one before each dump
+    workload_idle_per_s_all: list[float] = field(default_factory=list)
     workload_dump_per_s: float | None = None  # median over the dumps whose sweep outlasted the window
     workload_dump_per_s_all: list[float | None] = field(default_factory=list)
     workload_ratio: float | None = None

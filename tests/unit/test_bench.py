@@ -103,11 +103,13 @@ def new_row() -> benchreport.BenchRow:
 
 def test_summary_of_an_old_kernel_leaves_new_keys_null():
     row = new_row()
-    bench.summarise(row, [sample(3000, 10), sample(1000, 30), sample(2000, 20)], idle=(200, 2_000_000_000))
+    bench.summarise(row, [sample(3000, 10), sample(1000, 30), sample(2000, 20)],
+                    idles=[(220, 2_000_000_000), (180, 2_000_000_000), (200, 2_000_000_000)])
     assert row.pause_ns == 2000 and row.pause_ns_all == [3000, 1000, 2000]
     assert row.cow_faults == 20 and row.failed_pages == 0
     assert row.dump_mib_s == 128.0  # 512 MiB in 4 s
     assert row.workload_idle_per_s == 100.0 and row.workload_dump_per_s == 50.0 and row.workload_ratio == 0.5
+    assert row.workload_idle_per_s_all == [110.0, 90.0, 100.0]
     assert row.directmap4k_kb_during == 20000 and row.directmap1g_kb_during is None
     for key in ("reserve_pages", "reserve_used_max", "table_pages", "tables_used", "lazy_splits",
                 "protected_entries", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns", "fault_max_ns"):
@@ -122,7 +124,7 @@ def test_summary_with_the_new_kernel_keys():
     row = new_row()
     bench.summarise(row, [sample(1000, 4, extra=new),
                           sample(1000, 4, extra={**new, "reserve_used_max": "55", "fault_ns_max": "2000"})],
-                    idle=(200, 2_000_000_000))
+                    idles=[(200, 2_000_000_000)])
     assert (row.reserve_pages, row.reserve_used_max, row.table_pages, row.tables_used) == (16384, 55, 64, 3)
     assert (row.lazy_splits, row.protected_entries) == (7, 900)
     assert row.fault_ns_log2 == [0] * 10 + [8]
@@ -132,7 +134,7 @@ def test_summary_with_the_new_kernel_keys():
 
 def test_a_sweep_shorter_than_the_window_is_not_counted():
     row = new_row()
-    bench.summarise(row, [sample(1000, 1, sweep_ns=1_000_000_000)], idle=(200, 2_000_000_000))
+    bench.summarise(row, [sample(1000, 1, sweep_ns=1_000_000_000)], idles=[(200, 2_000_000_000)])
     assert row.workload_dump_per_s_all == [None]
     assert row.workload_dump_per_s is None and row.workload_ratio is None
     assert "not counted" in row.notes[0]
@@ -140,7 +142,7 @@ def test_a_sweep_shorter_than_the_window_is_not_counted():
 
 def test_bench_json_shape(tmp_path):
     row = new_row()
-    bench.summarise(row, [sample(1000, 1)], idle=(200, 2_000_000_000))
+    bench.summarise(row, [sample(1000, 1)], idles=[(200, 2_000_000_000)])
     out = tmp_path / "bench.json"
     benchreport.write_json([row, benchreport.BenchRow(memory="4G", memory_mib=4096, accel="tcg", smp=2, repeat=3,
                                                       error="qemu: boot timeout")], out)
@@ -160,7 +162,7 @@ def test_bench_json_shape(tmp_path):
 
 def test_table_has_one_line_per_size():
     row = new_row()
-    bench.summarise(row, [sample(1_500_000, 1)], idle=(200, 2_000_000_000))
+    bench.summarise(row, [sample(1_500_000, 1)], idles=[(200, 2_000_000_000)])
     row.qemu_dump_pause_ns, row.dd_mib_s = 2_000_000_000, 300.0
     text = benchreport.table([row, benchreport.BenchRow(memory="1G", memory_mib=1024, accel="tcg", smp=2,
                                                         repeat=1, error="bench: dump failed")])
