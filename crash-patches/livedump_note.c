@@ -36,9 +36,11 @@
 #define REG_RIP		16
 #define REG_RSP		19
 #define LD_NOTE_SIZE	208		/* sizeof(struct livedump_note) v1 */
+#define LD_COSTS_SIZE	296		/* what version 2 adds */
 #define MAX_HEADERS	(64ULL << 20)	/* sanity limit for phdrs and notes */
 
 _Static_assert(sizeof(struct ld_note) == LD_NOTE_SIZE, "struct ld_note must match struct livedump_note");
+_Static_assert(sizeof(struct ld_costs) == LD_COSTS_SIZE, "struct ld_costs must match struct livedump_note v2");
 
 static void seterr(char *err, size_t len, const char *fmt, ...)
 {
@@ -104,16 +106,31 @@ static void parse_livedump_note(struct ld_dump *d, const unsigned char *desc, ui
 	memcpy(n->reason, desc + 80, LD_REASON_LEN);
 	n->reason[LD_REASON_LEN - 1] = '\0';
 
+	/* Version 2 adds what the dump cost right after the version 1 struct. */
+	d->has_costs = n->version >= 2 && descsz >= LD_NOTE_SIZE + LD_COSTS_SIZE;
+	if (d->has_costs) {
+		d->costs.reserve_pages = get64(desc + LD_NOTE_SIZE);
+		d->costs.reserve_used_max = get64(desc + LD_NOTE_SIZE + 8);
+		d->costs.table_pages = get64(desc + LD_NOTE_SIZE + 16);
+		d->costs.tables_used = get64(desc + LD_NOTE_SIZE + 24);
+		d->costs.fault_max_ns = get64(desc + LD_NOTE_SIZE + 32);
+		for (i = 0; i < LD_FAULT_HIST; i++)
+			d->costs.fault_ns_log2[i] = get64(desc + LD_NOTE_SIZE + 40 + i * 8);
+	}
+
 	/*
-	 * The pfns are the tail of the descriptor (right after the version 1
-	 * struct; a later version that grows the struct keeps them last).
-	 * A count that does not fit is clamped to what the note holds.
+	 * The pfns are the tail of the descriptor (right after the struct of
+	 * the note's version; a later version that grows the struct keeps
+	 * them last).  A count that does not fit is clamped to what the
+	 * note holds.
 	 */
 	if (n->nr_listed > (descsz - LD_NOTE_SIZE) / 8)
 		n->nr_listed = (descsz - LD_NOTE_SIZE) / 8;
 	pfn_off = descsz - n->nr_listed * 8;
-	if (n->version == LD_NOTE_VERSION)
+	if (n->version == 1)
 		pfn_off = LD_NOTE_SIZE;
+	else if (n->version == LD_NOTE_VERSION && d->has_costs)
+		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE;
 	free(d->pfns);
 	d->pfns = NULL;
 	if (!n->nr_listed)
@@ -421,7 +438,8 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 
 	format_time(n->start_time_ns, when, sizeof(when));
 	fprintf(fp, "LIVEDUMP note version %" PRIu32 "%s\n", n->version,
-		n->version == LD_NOTE_VERSION ? "" : " (unknown version: fields read as version 1)");
+		n->version >= 1 && n->version <= LD_NOTE_VERSION ? "" :
+		" (unknown version: fields read as version 2)");
 	fprintf(fp, "  reason:            %s\n", n->reason);
 	fprintf(fp, "  start time:        %s (%" PRId64 " ns)\n", when, n->start_time_ns);
 	fprintf(fp, "  pause:             %" PRIu64 " ns (%.3f ms, all CPUs stopped)\n", n->pause_ns,
@@ -434,6 +452,15 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 	fprintf(fp, "  protected entries: %" PRIu64 " (mapping entries write-protected)\n", n->protected_entries);
 	fprintf(fp, "  failed pages:      %" PRIu64 "%s\n", n->failed_pages,
 		n->failed_pages ? " (INCONSISTENT: not the content at the instant of the dump)" : "");
+	if (d->has_costs) {
+		const struct ld_costs *c = &d->costs;
+
+		fprintf(fp, "  reserve:           %" PRIu64 " pages, at most %" PRIu64 " in use at once\n",
+			c->reserve_pages, c->reserve_used_max);
+		fprintf(fp, "  page table pages:  %" PRIu64 " to split large mappings, %" PRIu64 " used\n",
+			c->table_pages, c->tables_used);
+		fprintf(fp, "  slowest fault:     %" PRIu64 " ns\n", c->fault_max_ns);
+	}
 	if (n->nr_listed) {
 		uint64_t *copy = malloc(n->nr_listed * sizeof(uint64_t));
 		uint64_t ranges;

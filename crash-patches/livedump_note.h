@@ -15,7 +15,8 @@
 
 #define LD_NOTE_NAME		"LIVEDUMP"
 #define LD_NT_LIVEDUMP		0x4c440001
-#define LD_NOTE_VERSION		1
+#define LD_NOTE_VERSION		2	/* newest known; 1 lacks the costs */
+#define LD_FAULT_HIST		32
 #define LD_REASON_LEN		128
 #define LD_PAGE_SIZE		((uint64_t)4096)
 
@@ -33,6 +34,16 @@ struct ld_note {
 	uint64_t failed_pages;
 	uint64_t nr_listed;
 	char reason[LD_REASON_LEN];
+};
+
+/* What version 2 adds after the version 1 struct: what the dump cost. */
+struct ld_costs {
+	uint64_t reserve_pages;
+	uint64_t reserve_used_max;
+	uint64_t table_pages;
+	uint64_t tables_used;
+	uint64_t fault_max_ns;
+	uint64_t fault_ns_log2[LD_FAULT_HIST];
 };
 
 struct ld_phdr {
@@ -67,6 +78,8 @@ struct ld_dump {
 	int has_qemu_note;		/* a "QEMU" note: dump-guest-memory */
 	int has_note;			/* a LIVEDUMP note was found */
 	struct ld_note note;
+	int has_costs;			/* note version 2 or later */
+	struct ld_costs costs;
 	uint64_t note_descsz;
 	uint64_t *pfns;			/* the nr_listed failed pfns */
 	uint64_t headers_end;		/* end of ELF header, phdrs and notes */

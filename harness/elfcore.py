@@ -20,8 +20,10 @@ PRSTATUS_PID_OFFSET = 32
 PRSTATUS_REGS_OFFSET = 112
 X86_64_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi",
                "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")
-# struct livedump_note, include/uapi/linux/livedump.h (version 1).
+# struct livedump_note, include/uapi/linux/livedump.h: version 1, then what version 2 adds (what the dump cost).
 _LIVEDUMP_NOTE = struct.Struct("<IIqQQQQQQQQ128s")
+FAULT_HIST_BUCKETS = 32
+_LIVEDUMP_COSTS = struct.Struct(f"<5Q{FAULT_HIST_BUCKETS}Q")
 
 
 class NotAnElfDump(ValueError):
@@ -67,16 +69,36 @@ class LivedumpNote:
     nr_listed: int
     reason: str
     failed_pfns: tuple[int, ...]
+    # Version 2: None in a version 1 note.
+    reserve_pages: int | None = None
+    reserve_used_max: int | None = None
+    table_pages: int | None = None
+    tables_used: int | None = None
+    fault_max_ns: int | None = None
+    fault_ns_log2: tuple[int, ...] | None = None
 
     @classmethod
     def parse(cls, desc: bytes) -> LivedumpNote:
         if len(desc) < _LIVEDUMP_NOTE.size:
             raise NotAnElfDump(f"LIVEDUMP note is {len(desc)} bytes, expected at least {_LIVEDUMP_NOTE.size}")
         fields = _LIVEDUMP_NOTE.unpack_from(desc)
+        version, nr_listed = fields[0], fields[10]
         reason = fields[-1].split(b"\0", 1)[0].decode(errors="replace")
-        nr_listed = fields[10]
-        pfns = struct.unpack_from(f"<{nr_listed}Q", desc, _LIVEDUMP_NOTE.size) if nr_listed else ()
-        return cls(*fields[:-1], reason, tuple(pfns))
+        costs: dict = {}
+        pfn_offset = _LIVEDUMP_NOTE.size
+        if version >= 2:
+            if len(desc) < _LIVEDUMP_NOTE.size + _LIVEDUMP_COSTS.size:
+                raise NotAnElfDump(f"LIVEDUMP note version {version} is {len(desc)} bytes, expected at least "
+                                   f"{_LIVEDUMP_NOTE.size + _LIVEDUMP_COSTS.size}")
+            c = _LIVEDUMP_COSTS.unpack_from(desc, _LIVEDUMP_NOTE.size)
+            costs = dict(reserve_pages=c[0], reserve_used_max=c[1], table_pages=c[2], tables_used=c[3],
+                         fault_max_ns=c[4], fault_ns_log2=tuple(c[5:]))
+            # The pfns are the descriptor's tail, whatever a later version adds before them.
+            pfn_offset = len(desc) - 8 * nr_listed
+        if pfn_offset < _LIVEDUMP_NOTE.size or pfn_offset + 8 * nr_listed > len(desc):
+            raise NotAnElfDump(f"LIVEDUMP note lists {nr_listed} pfns but is {len(desc)} bytes")
+        pfns = struct.unpack_from(f"<{nr_listed}Q", desc, pfn_offset) if nr_listed else ()
+        return cls(*fields[:-1], reason, tuple(pfns), **costs)
 
 
 @dataclass(frozen=True)

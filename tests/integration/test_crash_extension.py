@@ -122,7 +122,10 @@ def session(pipeline, dumped, extension):
 def test_livedump_shows_what_the_tool_printed(dumped, session):
     status = dumped["taken"].status
     out = session["outputs"]["livedump"]
-    assert "LIVEDUMP note version 1" in out, out
+    assert "LIVEDUMP note version 2" in out, out
+    note = session["core"].livedump()
+    assert field(out, "reserve") == status["reserve_pages"] == str(note.reserve_pages)
+    assert field(out, "slowest fault") == str(note.fault_max_ns)
     assert f"  reason:            {REASON}\n" in out
     assert field(out, "pause") == status["pause_ns"]
     assert field(out, "COW faults") == status["cow_faults"]

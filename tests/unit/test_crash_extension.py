@@ -10,6 +10,7 @@ installed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -47,6 +48,10 @@ def livedump_desc(reason: str = "because", pfns: tuple[int, ...] = (), *, versio
     head = struct.pack("<IIqQQQQQQQQ128s", version, nr_cpus, START_NS, 1_234_567, pages_total, 17, 40, 9000, 70,
                        failed, nr_listed, reason.encode())
     assert len(head) == 208
+    if version >= 2:
+        # What the dump cost: reserve, used at most, page table pages, used, slowest fault, log2 histogram.
+        head += struct.pack("<5Q32Q", 4096, 1234, 300, 21, 98_765, *([0] * 8 + [5, 7] + [0] * 22))
+        assert len(head) == 208 + 296
     return head + struct.pack(f"<{len(pfns)}Q", *pfns)
 
 
@@ -137,6 +142,26 @@ def test_prints_the_note_and_cpus(built, tmp_path):
     assert "      0      100  ffffffff81000000  ffffc90000003f00\n" in out
     assert "      1      101  ffffffff81000001  ffffc90000003f01\n" in out
     assert "MISMATCH" not in out
+
+
+def test_version_2_shows_the_costs_and_finds_the_pfns_after_them(built, tmp_path):
+    desc = livedump_desc("v2", pfns=(0x100, 0x101), version=2)
+    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS)))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "LIVEDUMP note version 2\n" in out
+    assert "unknown version" not in out
+    assert "  reserve:           4096 pages, at most 1234 in use at once\n" in out
+    assert "  page table pages:  300 to split large mappings, 21 used\n" in out
+    assert "  slowest fault:     98765 ns\n" in out
+    # The pfns follow the version 2 fields, not the version 1 struct.
+    assert re.search(r"^\s+0x100-0x101\b", out, re.M), out
+
+
+def test_version_1_has_no_costs(built, tmp_path):
+    out = run(built, write(tmp_path, make_core(livedump_notes(livedump_desc()), LOADS))).stdout
+    assert "LIVEDUMP note version 1\n" in out
+    assert "reserve:" not in out and "slowest fault:" not in out
 
 
 def test_failed_pfns_are_sorted_and_coalesced(built, tmp_path):

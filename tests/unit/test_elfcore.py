@@ -88,6 +88,29 @@ def test_livedump_note(core_file):
     assert ld.failed_pfns == (0x1234, 0x5678)
 
 
+def test_livedump_note_version_2_costs_and_pfns_after_them():
+    head = bytearray(livedump_desc("v2", []))
+    struct.pack_into("<I", head, 0, 2)
+    struct.pack_into("<QQ", head, 64, 1, 1)  # failed_pages, nr_listed
+    hist = [0] * elfcore.FAULT_HIST_BUCKETS
+    hist[10] = 3
+    desc = bytes(head) + struct.pack(f"<5Q{len(hist)}Q", 4096, 1234, 300, 21, 98_765, *hist) + struct.pack("<Q", 0x42)
+    ld = elfcore.LivedumpNote.parse(desc)
+    assert (ld.version, ld.reason, ld.failed_pfns) == (2, "v2", (0x42,))
+    assert (ld.reserve_pages, ld.reserve_used_max, ld.table_pages, ld.tables_used) == (4096, 1234, 300, 21)
+    assert ld.fault_max_ns == 98_765 and ld.fault_ns_log2[10] == 3
+    # A version 1 note has none of these.
+    v1 = elfcore.LivedumpNote.parse(livedump_desc("v1", [7]))
+    assert v1.reserve_pages is None and v1.failed_pfns == (7,)
+
+
+def test_livedump_note_version_2_cut_short_is_an_error():
+    head = bytearray(livedump_desc("v2", []))
+    struct.pack_into("<I", head, 0, 2)
+    with pytest.raises(elfcore.NotAnElfDump, match="version 2"):
+        elfcore.LivedumpNote.parse(bytes(head) + b"\0" * 100)
+
+
 def test_not_a_livedump_has_no_note(tmp_path):
     path = tmp_path / "qemu.core"
     path.write_bytes(make_core(note("CORE", elfcore.NT_PRSTATUS, prstatus(1, 0, 0)), []))

@@ -105,6 +105,19 @@ static int do_status(int dev)
 	printf("error=%d\n", st.error);
 	if (st.error)
 		printf("error_text=%s\n", strerror(-st.error));
+#ifdef LIVEDUMP_FAULT_HIST
+	/* Kernels with large-page protection report what the dump costs. */
+	printf("reserve_pages=%" PRIu64 "\n", (uint64_t)st.reserve_pages);
+	printf("reserve_used_max=%" PRIu64 "\n", (uint64_t)st.reserve_used_max);
+	printf("table_pages=%" PRIu64 "\n", (uint64_t)st.table_pages);
+	printf("tables_used=%" PRIu64 "\n", (uint64_t)st.tables_used);
+	printf("protected_entries=%" PRIu64 "\n", (uint64_t)st.protected_entries);
+	printf("fault_max_ns=%" PRIu64 "\n", (uint64_t)st.fault_max_ns);
+	printf("fault_ns_log2=");
+	for (int i = 0; i < LIVEDUMP_FAULT_HIST; i++)
+		printf("%s%" PRIu64, i ? "," : "", (uint64_t)st.fault_ns_log2[i]);
+	printf("\n");
+#endif
 	return 0;
 }
 
