@@ -196,7 +196,9 @@ def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, i
         row.fault_p50_ns = stats.histogram_percentile(summed, 0.50)
         row.fault_p99_ns = stats.histogram_percentile(summed, 0.99)
         row.fault_p999_ns = stats.histogram_percentile(summed, 0.999)
-    row.fault_max_ns = stats.max_or_none(each("fault_ns_max"))
+    # The key is specified as fault_ns_max; kernels that print it as fault_max_ns are read too.
+    row.fault_max_ns = stats.max_or_none(stats.int_field(s, "fault_ns_max") if "fault_ns_max" in s
+                                         else stats.int_field(s, "fault_max_ns") for s in statuses)
 
 
 def measure(p: Pipeline, size: str, repeat: int, window_ms: int) -> BenchRow:

@@ -132,6 +132,13 @@ def test_summary_with_the_new_kernel_keys():
     assert row.fault_max_ns == 2000
 
 
+def test_fault_max_under_either_name():
+    row = new_row()
+    bench.summarise(row, [sample(1, 1, extra={"fault_max_ns": "1895478"}), sample(1, 1, extra={"fault_ns_max": "7"})],
+                    idles=[(200, 2_000_000_000)])
+    assert row.fault_max_ns == 1895478
+
+
 def test_a_sweep_shorter_than_the_window_is_not_counted():
     row = new_row()
     bench.summarise(row, [sample(1000, 1, sweep_ns=1_000_000_000)], idles=[(200, 2_000_000_000)])
