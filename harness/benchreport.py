@@ -28,7 +28,8 @@ class BenchRow:
     dump_mib_s_all: list[float] = field(default_factory=list)
     sweep_ns_all: list[int] = field(default_factory=list)
     bytes_written: int | None = None
-    dd_mib_s: float | None = None
+    dd_mib_s: float | None = None    # median over --repeat runs
+    dd_mib_s_all: list[float] = field(default_factory=list)
     dd_bytes: int | None = None
     workload: str = "fork+exec+wait of a static no-op (ldbench fork)"
     workload_window_ms: int = 0
