@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     bisect_mod.add_arguments(p)
     p = add("bench", "measure livedump (pause, throughput, slowdown, faults) at several guest RAM sizes")
     p.add_argument("--repeat", type=int, default=3, metavar="N", help="dumps per size; medians are reported")
-    p.add_argument("--window-ms", type=int, default=2000, metavar="MS",
+    p.add_argument("--window-ms", type=int, default=1000, metavar="MS",
                    help="workload measurement window, idle and during a sweep (default: %(default)s)")
     # --memory is a comma list here; one guest boot per size. A 4G guest under TCG needs more than 30 minutes.
     p.set_defaults(memory=bench_mod.DEFAULT_SIZES, run_timeout=4 * 3600.0)
