@@ -188,7 +188,6 @@ def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, i
     row.reserve_used_max = stats.max_or_none(each("reserve_used_max"))
     row.table_pages = (present("table_pages") or [None])[-1]
     row.tables_used = stats.max_or_none(each("tables_used"))
-    row.lazy_splits = stats.median_int(present("lazy_splits"))
     row.protected_entries = stats.median_int(present("protected_entries"))
     histograms = [stats.parse_histogram(s["fault_ns_log2"]) for s in statuses if "fault_ns_log2" in s]
     if histograms:

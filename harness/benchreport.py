@@ -53,7 +53,6 @@ class BenchRow:
     reserve_used_max: int | None = None    # max over the dumps
     table_pages: int | None = None         # last dump's
     tables_used: int | None = None         # max over the dumps
-    lazy_splits: int | None = None         # median over the dumps
     protected_entries: int | None = None   # median over the dumps
     fault_p50_ns: int | None = None        # from the summed log2 histograms: upper bucket bound
     fault_p99_ns: int | None = None

@@ -111,22 +111,22 @@ def test_summary_of_an_old_kernel_leaves_new_keys_null():
     assert row.workload_idle_per_s == 100.0 and row.workload_dump_per_s == 50.0 and row.workload_ratio == 0.5
     assert row.workload_idle_per_s_all == [110.0, 90.0, 100.0]
     assert row.directmap4k_kb_during == 20000 and row.directmap1g_kb_during is None
-    for key in ("reserve_pages", "reserve_used_max", "table_pages", "tables_used", "lazy_splits",
-                "protected_entries", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns", "fault_max_ns"):
+    for key in ("reserve_pages", "reserve_used_max", "table_pages", "tables_used", "protected_entries",
+                "fault_p50_ns", "fault_p99_ns", "fault_p999_ns", "fault_max_ns"):
         assert getattr(row, key) is None, key
     assert row.notes == []
 
 
 def test_summary_with_the_new_kernel_keys():
     new = {"reserve_pages": "16384", "reserve_used_max": "40", "table_pages": "64", "tables_used": "3",
-           "lazy_splits": "7", "protected_entries": "900", "fault_ns_log2": "0,0,0,0,0,0,0,0,0,0,4",
+           "protected_entries": "900", "fault_ns_log2": "0,0,0,0,0,0,0,0,0,0,4",
            "fault_ns_max": "1900"}
     row = new_row()
     bench.summarise(row, [sample(1000, 4, extra=new),
                           sample(1000, 4, extra={**new, "reserve_used_max": "55", "fault_ns_max": "2000"})],
                     idles=[(200, 2_000_000_000)])
     assert (row.reserve_pages, row.reserve_used_max, row.table_pages, row.tables_used) == (16384, 55, 64, 3)
-    assert (row.lazy_splits, row.protected_entries) == (7, 900)
+    assert row.protected_entries == 900
     assert row.fault_ns_log2 == [0] * 10 + [8]
     assert row.fault_p50_ns == row.fault_p99_ns == row.fault_p999_ns == 2048
     assert row.fault_max_ns == 2000
