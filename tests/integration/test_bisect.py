@@ -9,7 +9,8 @@ only what changed) and its one ``O=`` build directory, shared by both tests.
   fault hook, so the first write to a protected page during a dump oopses.
   Bisect must skip the fourth and name the sixth.
 * ``--series``: a copy of the series with that same change as a patch
-  between 0002 and 0003; bisect must name that patch.
+  inserted in the middle, one patch after the one that puts the hook where
+  it is; bisect must name that patch.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _replace(path: str, old: str, new: str):
     return change
 
 
-HOOK = "\tif (wrprotect_fault(address, hw_error_code))\n"
+HOOK = "\tif (wrprotect_fault(address, error_code))\n"
 BROKEN_C = "\nint livedump_bisect_counter = ;\n"
 COMMITS = [
     ("Documentation: livedump: mention bisect",
@@ -61,7 +62,7 @@ COMMITS = [
     ("x86/mm: comment the write-protection code", _append("arch/x86/mm/wrprotect.c", "\n/* bisect test: 3 */\n")),
     (NOBUILD_SUBJECT, _append("kernel/livedump/writer.c", BROKEN_C)),
     ("livedump: writer: fix the build", _replace("kernel/livedump/writer.c", BROKEN_C, "\n")),
-    (BREAK_SUBJECT, _replace("arch/x86/mm/fault.c", HOOK, "\tif (0 && wrprotect_fault(address, hw_error_code))\n")),
+    (BREAK_SUBJECT, _replace("arch/x86/mm/fault.c", HOOK, "\tif (0 && wrprotect_fault(address, error_code))\n")),
     ("livedump: comment the snapshot code", _append("kernel/livedump/snapshot.c", "\n/* bisect test: 7 */\n")),
     ("Documentation: livedump: more words", _append("Documentation/admin-guide/livedump.rst",
                                                      "\nSee also the harness README.\n")),
@@ -133,9 +134,14 @@ def test_series_mode_names_the_broken_patch(scratch, tmp_path):
         shutil.copy(p, broken / p.name)
     git(tree, "format-patch", "-q", "-1", "--zero-commit", "-o", str(tmp_path / "made"), shas[5])
     made = next((tmp_path / "made").glob("*.patch"))
-    bad_name = "0002a-x86-mm-do-not-call-the-write-protection-fault-hook.patch"
+    # The breaking change applies once the series has put the hook where it is at the top; bisect must
+    # find it among the patches after that one, not at either end.
+    last_hook = max(i for i, p in enumerate(series) if HOOK.strip() in p.read_text())
+    assert last_hook + 2 < len(series), "the hook moves too late in the series for this test"
+    at = last_hook + 2
+    bad_name = f"{series[at - 1].name[:4]}a-x86-mm-do-not-call-the-write-protection-fault-hook.patch"
     shutil.copy(made, broken / bad_name)
-    order = [p.name for p in series[:2]] + [bad_name] + [p.name for p in series[2:]]
+    order = [p.name for p in series[:at]] + [bad_name] + [p.name for p in series[at:]]
     (broken / "series").write_text("".join(n + "\n" for n in order))
     r = harness("--series", str(broken), "--tree", str(tree))
     assert r.returncode == 0
