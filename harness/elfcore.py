@@ -116,6 +116,18 @@ class Vmcore:
         """File size the ELF needs: where the last segment's data ends."""
         return max((s.offset + s.filesz for s in self.segments), default=0)
 
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        """``size`` bytes of the dump at physical address ``paddr``; they must lie in one PT_LOAD."""
+        for s in self.loads:
+            if s.paddr <= paddr and paddr + size <= s.paddr + s.filesz:
+                with open(self.path, "rb") as f:
+                    f.seek(s.offset + paddr - s.paddr)
+                    data = f.read(size)
+                if len(data) != size:
+                    raise NotAnElfDump(f"{self.path} ends inside the PT_LOAD holding {paddr:#x}")
+                return data
+        raise KeyError(f"no PT_LOAD holds physical {paddr:#x}..{paddr + size:#x}")
+
     def prstatus(self) -> list[PrStatus]:
         out = []
         for n in self.notes:

@@ -151,19 +151,22 @@ class Pipeline:
             self.run.facts["accel"] = {"used": self._accel.accel, "why": self._accel.reason}
         return self._accel
 
-    def qemu_config(self, disks: tuple[qemu.Disk, ...] = ()) -> qemu.QemuConfig:
+    def qemu_config(self, disks: tuple[qemu.Disk, ...] = (), append: tuple[str, ...] = ()) -> qemu.QemuConfig:
         qemu.require_qemu()  # before the build: do not make the user wait to learn that QEMU is missing
         kernel = self.build()
         initrd = self.rootfs()
         accel = self.accel(kernel.bzimage)
         return qemu.QemuConfig(kernel=kernel.bzimage, initrd=initrd, accel=accel.accel, smp=self.options.smp,
-                               memory=self.options.memory, disks=disks,
+                               memory=self.options.memory, disks=disks, append=append,
                                qmp_socket=self.run.path("qmp.sock"))
 
     def boot(self, disks: tuple[qemu.Disk, ...] = (), *, interactive: bool = False,
-             tag: str = "") -> GuestConsole:
-        """Boot a guest; ``tag`` names its logs (serial-TAG.log) when a run boots several."""
-        config = self.qemu_config(disks)
+             tag: str = "", append: tuple[str, ...] = ()) -> GuestConsole:
+        """Boot a guest; ``tag`` names its logs (serial-TAG.log) when a run boots several.
+
+        ``append``: kernel command line parameters after the harness's own.
+        """
+        config = self.qemu_config(disks, append)
         for disk in disks:
             disk.create()
         argv = config.argv()

@@ -30,6 +30,17 @@ class Disk:
 
     path: Path
     size: int  # bytes
+    # Fail every write that touches this 512-byte sector with EIO (QEMU's blkdebug): a target going bad.
+    fail_writes_at_sector: int | None = None
+
+    def drive(self, drive_id: str) -> str:
+        """The -drive option for this disk."""
+        common = f"if=none,id={drive_id},cache=unsafe"
+        if self.fail_writes_at_sector is None:
+            return f"file={self.path},format=raw,{common}"
+        return (f"driver=raw,{common},file.driver=blkdebug,file.image.driver=file,file.image.filename={self.path},"
+                f"file.inject-error.0.event=write_aio,file.inject-error.0.errno=5,"
+                f"file.inject-error.0.sector={self.fail_writes_at_sector}")
 
     def create(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,8 +70,7 @@ class QemuConfig:
         if self.initrd is not None:
             argv += ["-initrd", str(self.initrd)]
         for i, disk in enumerate(self.disks):
-            argv += ["-drive", f"file={disk.path},format=raw,if=none,id=disk{i},cache=unsafe",
-                     "-device", f"virtio-blk-pci,drive=disk{i}"]
+            argv += ["-drive", disk.drive(f"disk{i}"), "-device", f"virtio-blk-pci,drive=disk{i}"]
         if self.qmp_socket is not None:
             argv += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
         return argv + list(self.extra)

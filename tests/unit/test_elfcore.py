@@ -71,6 +71,16 @@ def test_segments_and_end_ignore_trailing_disk_bytes(core_file):
         assert f.read(4) == b"BBBB"
 
 
+def test_read_phys_finds_the_segment(core_file):
+    core = elfcore.read(core_file[0])
+    assert core.read_phys(0x1000, 4) == b"AAAA"
+    assert core.read_phys(0x101000, 4096) == b"B" * 4096
+    with pytest.raises(KeyError):
+        core.read_phys(0x2000, 1)  # a hole between the segments
+    with pytest.raises(KeyError):
+        core.read_phys(0x101800, 4096)  # runs past the end of the segment
+
+
 def test_vmcoreinfo_and_prstatus(core_file):
     core = elfcore.read(core_file[0])
     assert core.vmcoreinfo()["KERNELOFFSET"] == "1a000000"

@@ -65,6 +65,16 @@ def test_argv_one_virtio_blk_per_disk(tmp_path):
         assert device == f"virtio-blk-pci,drive=disk{i}"
 
 
+def test_a_failing_disk_goes_through_blkdebug(tmp_path):
+    disk = Disk(tmp_path / "bad.img", 1 << 20, fail_writes_at_sector=1000)
+    opts = dict(kv.split("=", 1) for kv in disk.drive("disk1").split(","))
+    assert opts["driver"] == "raw" and opts["id"] == "disk1"
+    assert opts["file.driver"] == "blkdebug"
+    assert opts["file.image.filename"] == str(disk.path)
+    assert (opts["file.inject-error.0.event"], opts["file.inject-error.0.errno"],
+            opts["file.inject-error.0.sector"]) == ("write_aio", "5", "1000")
+
+
 def test_disk_create_is_sparse(tmp_path):
     size = 256 << 20
     disk = Disk(tmp_path / "sub" / "dump.img", size)
