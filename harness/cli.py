@@ -17,6 +17,7 @@ from . import bisect as bisect_mod
 from . import consistency, e2e
 from . import extract as extract_mod
 from . import patches as patches_mod
+from . import soak as soak_mod
 from . import source as source_mod
 from .artifacts import Run
 from .console import Timeouts
@@ -76,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="workload measurement window, idle and during a sweep (default: %(default)s)")
     # --memory is a comma list here; one guest boot per size. A 4G guest under TCG needs more than 30 minutes.
     p.set_defaults(memory=bench_mod.DEFAULT_SIZES, run_timeout=4 * 3600.0)
+    p = add("soak", "many dump cycles in one boot under load: no warning, nothing leaked, every dump readable")
+    p.add_argument("--cycles", type=int, default=200, metavar="N", help="dumps (default: %(default)s)")
+    p.add_argument("--read-every", type=int, default=20, metavar="N",
+                   help="drgn reads the first, the last and every Nth dump; 0: only the first and last")
+    p.add_argument("--tolerance", type=float, default=0.01, metavar="F",
+                   help="MemFree, Slab and VmallocUsed must come back within F x RAM (default: %(default)s)")
+    p.add_argument("--nmi-storm", action="store_true",
+                   help="NMI backtraces of every CPU in a loop during the dumps; failed pages are counted, not failed")
+    p.set_defaults(run_timeout=8 * 3600.0)
     p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")
     p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")
     p.add_argument("--vmlinux", type=Path, help="vmlinux of the dumped kernel (default: the harness build's)")
@@ -185,6 +195,10 @@ def cmd_bench(p: Pipeline, args) -> int:
     return bench_mod.command(p, args)
 
 
+def cmd_soak(p: Pipeline, args) -> int:
+    return soak_mod.command(p, args)
+
+
 def cmd_extract(p: Pipeline, args) -> int:
     size = extract_mod.extract(args.source, args.out, force=args.force)
     say(f"{args.out}: {size} bytes (ELF headers + PT_LOAD data)")
@@ -204,7 +218,8 @@ def cmd_check_consistency(p: Pipeline, args) -> int:
 
 COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, "build": cmd_build,
             "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test, "bisect": cmd_bisect,
-            "check-consistency": cmd_check_consistency, "extract": cmd_extract, "bench": cmd_bench}
+            "check-consistency": cmd_check_consistency, "extract": cmd_extract, "bench": cmd_bench,
+            "soak": cmd_soak}
 
 
 def report(error: HarnessError) -> None:

@@ -1,0 +1,66 @@
+"""The reliability suite's small CI modes (`python -m harness soak` runs the full soak by hand), and a target
+whose writes fail."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from harness import bench, soak
+from harness import dump as dump_mod
+
+pytestmark = pytest.mark.qemu
+
+SOAK_CYCLES = 4
+
+
+def test_soak_small(pipeline, show):
+    """A few dump cycles under load: no warning, 0 failed pages, memory and DirectMap back, every dump read."""
+    result = soak.soak(pipeline, SOAK_CYCLES, read_every=1, tolerance=0.01)
+    show(f"soak: {result.cycles_done} cycles, pauses {result.pause_ns} ns, "
+         f"before {result.before}, after {result.after}")
+    assert result.problems == []
+    assert result.cycles_done == SOAK_CYCLES
+    assert result.read_cycles == list(range(1, SOAK_CYCLES + 1))
+    assert result.torture, "the kernel has no test_livedump torture load"
+
+
+def test_nmi_storm_small(pipeline, show):
+    """Dumps while every CPU takes NMIs that write the printk buffer: none hangs, the NMIs are counted."""
+    result = soak.soak(pipeline, 3, read_every=0, tolerance=0.01, nmi_storm=True)
+    show(f"NMI storm: {result.cycles_done} dumps, {result.nmis} NMIs, failed pages {result.failed_pages}")
+    assert result.problems == []
+    assert result.cycles_done == 3
+    assert result.nmis >= 3
+
+
+# 200 MiB into the bad target: the sweep is well under way when its writes start failing.
+BAD_SECTOR = (200 << 20) // 512
+
+
+def test_a_target_that_fails_writes_ends_the_dump_cleanly(pipeline):
+    """The target returns EIO mid-sweep: FAILED with the errno, memory writable and mappings back, the host
+    runs on, and the next dump to a good target succeeds."""
+    disks = dump_mod.dump_disks(pipeline.run.path("faults"), dump_mod.memory_bytes(pipeline.options.memory),
+                                extra=("bad",))
+    disks = disks[:-1] + (replace(disks[-1], fail_writes_at_sector=BAD_SECTOR),)
+    bad_target = dump_mod.GUEST_DISK_NAMES[len(disks) - 1]
+    with pipeline.boot(disks, tag="faults") as console:
+        dump_mod.start_load(console)
+        before = bench.meminfo(console)
+        failed = dump_mod.dump(console, bad_target, reason="failing target")
+        after_failure = bench.meminfo(console)
+        state_after = dump_mod.status(console)["state"]
+        good = dump_mod.dump(console, dump_mod.DUMP_TARGET, reason="after a failing target")
+        dump_mod.stop_load(console)
+    for disk in disks:
+        disk.path.unlink(missing_ok=True)
+    assert failed.result.status == 1, failed.result.output
+    assert "dump failed: Input/output error" in failed.result.output
+    assert (failed.status.get("state"), failed.status.get("error")) == ("failed", "-5"), failed.status
+    assert 0 < int(failed.status["pages_dumped"]) < int(failed.status["pages_total"]), failed.status
+    assert state_after == "idle"
+    assert after_failure == before
+    assert good.result.status == 0, good.result.output
+    assert good.status.get("failed_pages") == "0", good.status
