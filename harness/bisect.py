@@ -596,11 +596,19 @@ def apply_series(tree: Path, patches: Sequence[Path], runner) -> str | None:
     return None
 
 
-_NEW_FILE = re.compile(r"^diff --git a/\S+ b/(\S+)\nnew file mode", re.M)
+_NEW_OR_DELETED = re.compile(r"^diff --git a/(\S+) b/(\S+)\n(new|deleted) file mode", re.M)
 
 
 def created_files(patches: Sequence[Path]) -> list[str]:
-    return [m.group(1) for p in patches for m in _NEW_FILE.finditer(p.read_text(errors="replace"))]
+    """Files the series creates and leaves in place: one that a later patch deletes is not among them."""
+    files: dict[str, None] = {}
+    for p in patches:
+        for m in _NEW_OR_DELETED.finditer(p.read_text(errors="replace")):
+            if m.group(3) == "new":
+                files[m.group(2)] = None
+            else:
+                files.pop(m.group(1), None)
+    return list(files)
 
 
 def carries_series(tree: Path, patches: Sequence[Path], runner) -> bool:

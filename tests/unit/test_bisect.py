@@ -354,6 +354,22 @@ def tiny_series(tmp_path: Path) -> tuple[Path, list[Path], str]:
     return repo, patches, base
 
 
+def test_a_file_the_series_deletes_again_is_not_required(tmp_path):
+    repo, patches, base = tiny_series(tmp_path)
+    git(repo, "checkout", "-q", "main")
+    (repo / "gone.c").write_text("int gone;\n")
+    commit_all(repo, "patch three: a file")
+    git(repo, "rm", "-q", "gone.c")
+    commit_all(repo, "patch four: gone again")
+    out = tmp_path / "series4"
+    git(repo, "format-patch", "-q", "-o", str(out), f"{base}..HEAD")
+    patches4 = sorted(out.glob("*.patch"))
+    assert b.created_files(patches4) == ["new.c"]
+    assert b.carries_series(repo, patches4, Runner())
+    git(repo, "checkout", "-q", base)
+    assert not b.carries_series(repo, patches4, Runner())
+
+
 def test_apply_series_and_reset(tmp_path):
     repo, patches, base = tiny_series(tmp_path)
     runner = Runner()
