@@ -24,8 +24,10 @@
  *   ldharden orphan TARGET
  *       INIT, START and SWEEP through one open file, then exit at once.
  *   ldharden lockdown TARGET
- *       Open /dev/livedump, then raise lockdown to confidentiality, then
- *       INIT through the file opened before; prints "ret= errno=".
+ *       Through one open file of /dev/livedump: INIT, START and SWEEP,
+ *       then raise lockdown to confidentiality, wait for the sweep to end
+ *       and print "sweep_state= sweep_error=", UNINIT, then INIT again:
+ *       "ret= errno=".
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -243,14 +245,31 @@ static int orphan(const char *target)
 
 static int lockdown(const char *target)
 {
-	int fd = open_livedump(), lfd;
+	struct livedump_status st;
+	int fd = set_up(target, 1), lfd;
 
+	if (fd < 0)
+		return 1;
 	lfd = open("/sys/kernel/security/lockdown", O_WRONLY);
 	if (lfd < 0 || write(lfd, "confidentiality", 15) != 15) {
 		perror("ldharden: raising lockdown");
 		return 1;
 	}
 	close(lfd);
+	do {
+		usleep(100000);
+		memset(&st, 0, sizeof(st));
+		if (ioctl(fd, LIVEDUMP_IOC_STATUS, &st)) {
+			perror("ldharden: status");
+			return 1;
+		}
+	} while (st.state == LIVEDUMP_STATE_SWEEPING);
+	printf("sweep_state=%u sweep_error=%d pages_dumped=%llu pages_total=%llu\n", st.state, st.error,
+	       (unsigned long long)st.pages_dumped, (unsigned long long)st.pages_total);
+	if (ioctl(fd, LIVEDUMP_IOC_UNINIT)) {
+		perror("ldharden: uninit");
+		return 1;
+	}
 	return init_with(fd, sizeof(struct livedump_init), sizeof(struct livedump_init), target);
 }
 
