@@ -12,6 +12,7 @@ import errno
 import re
 
 import pytest
+from guest_checks import expect_errno, state
 
 from harness import bench, elfcore
 from harness import dump as dump_mod
@@ -37,17 +38,6 @@ def fields(output: str) -> dict[str, str]:
     lines = [line for line in output.splitlines() if "=" in line]
     assert lines, f"ldharden printed nothing to parse: {output!r}"
     return dict(word.split("=", 1) for word in lines[-1].split() if "=" in word)
-
-
-def state(console) -> str:
-    return dump_mod.status(console)["state"]
-
-
-def expect_errno(console, command: str, code: int, state_after: str) -> None:
-    result = console.run(command)
-    assert result.status == code, f"`{command}` exited {result.status}, wanted {errno.errorcode[code]}: " \
-                                  f"{result.output}"
-    assert state(console) == state_after
 
 
 def test_dumps_survive_io_threads_and_self_reaping_threads(hguest, show):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 
 import pytest
+from guest_checks import expect_errno, state
 
 from harness import dump as dump_mod
 
@@ -22,17 +23,6 @@ def guest2(pipeline):
                                 small=True)
     with pipeline.boot(disks) as console:
         yield console
-
-
-def state(console) -> str:
-    return dump_mod.status(console)["state"]
-
-
-def expect_errno(console, command: str, code: int, state_after: str) -> None:
-    result = console.run(command)
-    assert result.status == code, f"`{command}` exited {result.status}, wanted {errno.errorcode[code]}: " \
-                                  f"{result.output}"
-    assert state(console) == state_after
 
 
 @pytest.mark.parametrize("step", ["start", "sweep", "release"])

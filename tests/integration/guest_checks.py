@@ -1,0 +1,20 @@
+"""Checks on a guest's /dev/livedump that more than one test module makes."""
+
+from __future__ import annotations
+
+import errno
+
+from harness import dump as dump_mod
+
+
+def state(console) -> str:
+    """The dump's state as ``livedump status`` reports it."""
+    return dump_mod.status(console)["state"]
+
+
+def expect_errno(console, command: str, code: int, state_after: str) -> None:
+    """``command`` fails with the documented errno ``code`` and leaves the dump in ``state_after``."""
+    result = console.run(command)
+    assert result.status == code, f"`{command}` exited {result.status}, wanted {errno.errorcode[code]}: " \
+                                  f"{result.output}"
+    assert state(console) == state_after
