@@ -3,6 +3,7 @@ whose writes fail."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -64,3 +65,23 @@ def test_a_target_that_fails_writes_ends_the_dump_cleanly(pipeline):
     assert after_failure == before
     assert good.result.status == 0, good.result.output
     assert good.status.get("failed_pages") == "0", good.status
+
+
+FUZZ_CALLS = 20000
+
+
+def test_ioctl_fuzzer_small(pipeline, show):
+    """Random and hostile ioctls from 2 processes x 2 threads: only documented errnos, no oops, not wedged."""
+    disks = dump_mod.dump_disks(pipeline.run.path("fuzz"), dump_mod.memory_bytes(pipeline.options.memory))
+    with pipeline.boot(disks, tag="fuzz") as console:
+        fuzzed = console.run(f"ldfuzz {FUZZ_CALLS} {dump_mod.DUMP_TARGET} 1", timeout=3600)
+        # A dump the fuzzer set up with LIVEDUMP_INIT_KEEP may be left: release it, then a dump must work.
+        console.run("livedump release 2>/dev/null; true", check=True)
+        final = dump_mod.dump(console, dump_mod.DUMP_TARGET, reason="after the fuzzer")
+    for disk in disks:
+        disk.path.unlink(missing_ok=True)
+    show(f"ioctl fuzzer: {' '.join(line for line in fuzzed.output.splitlines() if '=' in line)}")
+    assert fuzzed.status == 0, fuzzed.output[-3000:]
+    calls = sum(int(c) for c in re.findall(r"calls=(\d+)", fuzzed.output))
+    assert calls >= FUZZ_CALLS - 4, fuzzed.output[-3000:]
+    assert final.result.status == 0, final.result.output
