@@ -1,5 +1,7 @@
-"""The reliability suite's small CI modes (`python -m harness soak` runs the full soak by hand), and a target
-whose writes fail."""
+"""The reliability suite's small CI modes: soak, NMI storm, a target whose writes fail, the ioctl fuzzer.
+
+The full modes run by hand: `python -m harness soak [--nmi-storm]`, `ldfuzz 100000 /dev/vdb SEED` in a guest.
+"""
 
 from __future__ import annotations
 
