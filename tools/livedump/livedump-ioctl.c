@@ -110,32 +110,30 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 	return ret;
 }
 
-static void print_status(const struct livedump_status *s, const char *p)
+static void print_status(const struct livedump_status *st, const char *p)
 {
-	struct livedump_status st = *s;
-
-	printf("%sstate=%s\n", p, st.state < sizeof(state_names) /
-	       sizeof(state_names[0]) ? state_names[st.state] : "unknown");
-	printf("%spages_total=%" PRIu64 "\n", p, (uint64_t)st.pages_total);
-	printf("%spages_dumped=%" PRIu64 "\n", p, (uint64_t)st.pages_dumped);
-	printf("%scow_faults=%" PRIu64 "\n", p, (uint64_t)st.cow_faults);
-	printf("%sfailed_pages=%" PRIu64 "\n", p, (uint64_t)st.failed_pages);
-	printf("%spause_ns=%" PRIu64 "\n", p, (uint64_t)st.pause_ns);
-	printf("%sbytes_written=%" PRIu64 "\n", p, (uint64_t)st.bytes_written);
-	printf("%serror=%d\n", p, st.error);
-	if (st.error)
-		printf("%serror_text=%s\n", p, strerror(-st.error));
+	printf("%sstate=%s\n", p, st->state < sizeof(state_names) /
+	       sizeof(state_names[0]) ? state_names[st->state] : "unknown");
+	printf("%spages_total=%" PRIu64 "\n", p, (uint64_t)st->pages_total);
+	printf("%spages_dumped=%" PRIu64 "\n", p, (uint64_t)st->pages_dumped);
+	printf("%scow_faults=%" PRIu64 "\n", p, (uint64_t)st->cow_faults);
+	printf("%sfailed_pages=%" PRIu64 "\n", p, (uint64_t)st->failed_pages);
+	printf("%spause_ns=%" PRIu64 "\n", p, (uint64_t)st->pause_ns);
+	printf("%sbytes_written=%" PRIu64 "\n", p, (uint64_t)st->bytes_written);
+	printf("%serror=%d\n", p, st->error);
+	if (st->error)
+		printf("%serror_text=%s\n", p, strerror(-st->error));
 #ifdef LIVEDUMP_FAULT_HIST
 	/* Kernels with large-page protection report what the dump costs. */
-	printf("%sreserve_pages=%" PRIu64 "\n", p, (uint64_t)st.reserve_pages);
-	printf("%sreserve_used_max=%" PRIu64 "\n", p, (uint64_t)st.reserve_used_max);
-	printf("%stable_pages=%" PRIu64 "\n", p, (uint64_t)st.table_pages);
-	printf("%stables_used=%" PRIu64 "\n", p, (uint64_t)st.tables_used);
-	printf("%sprotected_entries=%" PRIu64 "\n", p, (uint64_t)st.protected_entries);
-	printf("%sfault_max_ns=%" PRIu64 "\n", p, (uint64_t)st.fault_max_ns);
+	printf("%sreserve_pages=%" PRIu64 "\n", p, (uint64_t)st->reserve_pages);
+	printf("%sreserve_used_max=%" PRIu64 "\n", p, (uint64_t)st->reserve_used_max);
+	printf("%stable_pages=%" PRIu64 "\n", p, (uint64_t)st->table_pages);
+	printf("%stables_used=%" PRIu64 "\n", p, (uint64_t)st->tables_used);
+	printf("%sprotected_entries=%" PRIu64 "\n", p, (uint64_t)st->protected_entries);
+	printf("%sfault_max_ns=%" PRIu64 "\n", p, (uint64_t)st->fault_max_ns);
 	printf("%sfault_ns_log2=", p);
 	for (int i = 0; i < LIVEDUMP_FAULT_HIST; i++)
-		printf("%s%" PRIu64, i ? "," : "", (uint64_t)st.fault_ns_log2[i]);
+		printf("%s%" PRIu64, i ? "," : "", (uint64_t)st->fault_ns_log2[i]);
 	printf("\n");
 #endif
 }
