@@ -32,10 +32,15 @@ class Disk:
     size: int  # bytes
     # Fail every write that touches this 512-byte sector with EIO (QEMU's blkdebug): a target going bad.
     fail_writes_at_sector: int | None = None
+    # Cap writes at this many bytes per second (QEMU's I/O throttling): a slow target, so that a dump to
+    # it lasts long enough for something to happen mid-sweep (a hot-unplug).
+    write_bytes_per_s: int | None = None
 
     def drive(self, drive_id: str) -> str:
         """The -drive option for this disk."""
         common = f"if=none,id={drive_id},cache=unsafe"
+        if self.write_bytes_per_s is not None:
+            common += f",throttling.bps-write={self.write_bytes_per_s}"
         if self.fail_writes_at_sector is None:
             return f"file={self.path},format=raw,{common}"
         return (f"driver=raw,{common},file.driver=blkdebug,file.image.driver=file,file.image.filename={self.path},"
@@ -46,6 +51,11 @@ class Disk:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "wb") as f:
             f.truncate(self.size)
+
+
+def device_id(index: int) -> str:
+    """The QEMU device id of the index-th disk (what QMP's device_del names)."""
+    return f"vdisk{index}"
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ class QemuConfig:
         if self.initrd is not None:
             argv += ["-initrd", str(self.initrd)]
         for i, disk in enumerate(self.disks):
-            argv += ["-drive", disk.drive(f"disk{i}"), "-device", f"virtio-blk-pci,drive=disk{i}"]
+            argv += ["-drive", disk.drive(f"disk{i}"), "-device", f"virtio-blk-pci,drive=disk{i},id={device_id(i)}"]
         if self.qmp_socket is not None:
             argv += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
         return argv + list(self.extra)

@@ -95,6 +95,30 @@ class QmpClient:
             if "return" in reply:
                 return reply["return"]
 
+    def wait_event(self, name: str, timeout: float, **data: Any) -> dict[str, Any]:
+        """The first event called name whose data holds data's items (one already received counts)."""
+        def matches(event: dict[str, Any]) -> bool:
+            return event.get("event") == name and all(event.get("data", {}).get(k) == v for k, v in data.items())
+
+        for event in self.events:
+            if matches(event):
+                return event
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise QmpError(f"no {name} event {data or ''} within {timeout:.0f}s")
+            try:
+                message = self._read_message(left)
+            except QmpError:
+                if time.monotonic() < deadline:
+                    raise  # QEMU went away or sent garbage
+                continue
+            if "event" in message:
+                self.events.append(message)
+                if matches(message):
+                    return message
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

@@ -62,7 +62,8 @@ def test_argv_one_virtio_blk_per_disk(tmp_path):
         assert opts["file"] == str(disk.path)
         assert opts["format"] == "raw" and opts["if"] == "none"
         assert opts["id"] == f"disk{i}"
-        assert device == f"virtio-blk-pci,drive=disk{i}"
+        assert device == f"virtio-blk-pci,drive=disk{i},id=vdisk{i}"
+        assert "throttling.bps-write" not in opts
 
 
 def test_a_failing_disk_goes_through_blkdebug(tmp_path):
@@ -73,6 +74,14 @@ def test_a_failing_disk_goes_through_blkdebug(tmp_path):
     assert opts["file.image.filename"] == str(disk.path)
     assert (opts["file.inject-error.0.event"], opts["file.inject-error.0.errno"],
             opts["file.inject-error.0.sector"]) == ("write_aio", "5", "1000")
+
+
+def test_a_slow_disk_is_throttled(tmp_path):
+    for disk in (Disk(tmp_path / "slow.img", 1 << 20, write_bytes_per_s=8 << 20),
+                 Disk(tmp_path / "slowbad.img", 1 << 20, fail_writes_at_sector=8, write_bytes_per_s=8 << 20)):
+        opts = dict(kv.split("=", 1) for kv in disk.drive("disk2").split(","))
+        assert opts["throttling.bps-write"] == str(8 << 20)
+        assert opts["id"] == "disk2"
 
 
 def test_disk_create_is_sparse(tmp_path):

@@ -105,3 +105,24 @@ def test_not_qmp_is_refused(sock_path):
 def test_missing_socket(sock_path):
     with pytest.raises(QmpError, match="cannot connect"):
         QmpClient.connect(sock_path, timeout=1, wait=0.3)
+
+
+def unplugs(message: dict) -> list[dict]:
+    """device_del returns at once; the guest's eject comes later as DEVICE_DELETED events."""
+    if message["execute"] == "device_del":
+        path = f"/machine/peripheral/{message['arguments']['id']}"
+        return [{"return": {}},
+                {"event": "DEVICE_DELETED", "data": {"path": f"{path}/virtio-backend"}},
+                {"event": "DEVICE_DELETED", "data": {"device": message["arguments"]["id"], "path": path}}]
+    return qemu_like(message)
+
+
+def test_wait_event_matches_name_and_data(sock_path):
+    fake = FakeQemu(sock_path, unplugs)
+    with QmpClient.connect(sock_path, timeout=5) as qmp:
+        assert qmp.execute("device_del", {"id": "vdisk3"}) == {}
+        event = qmp.wait_event("DEVICE_DELETED", 5, device="vdisk3")
+        assert event["data"]["path"] == "/machine/peripheral/vdisk3"
+        with pytest.raises(QmpError, match="no DEVICE_DELETED event"):
+            qmp.wait_event("DEVICE_DELETED", 0.3, device="vdisk4")
+    fake.close()
