@@ -16,6 +16,8 @@ from . import bench as bench_mod
 from . import bisect as bisect_mod
 from . import consistency, e2e
 from . import extract as extract_mod
+from . import faults as faults_mod
+from . import fuzz as fuzz_mod
 from . import patches as patches_mod
 from . import soak as soak_mod
 from . import source as source_mod
@@ -84,8 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.01, metavar="F",
                    help="MemFree, Slab and VmallocUsed must come back within F x RAM (default: %(default)s)")
     p.add_argument("--nmi-storm", action="store_true",
-                   help="NMI backtraces of every CPU in a loop during the dumps; failed pages are counted, not failed")
+                   help="the torture load sends an NMI every few microseconds whose handler writes slab memory; "
+                        "pages an NMI had to give up are counted, not failed")
     p.set_defaults(run_timeout=8 * 3600.0)
+    p = add("fuzz", "random and hostile ioctls from 2 processes x 2 threads; then a dump must still work")
+    p.add_argument("--calls", type=int, default=100_000, metavar="N", help="ioctl calls in all (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="the fuzzer's random seed (default: %(default)s)")
+    p.set_defaults(run_timeout=4 * 3600.0)
+    p = add("faults", "targets that fail mid-dump (EIO, hot-unplug, read-only): each dump ends FAILED, host runs on")
+    p.add_argument("--eio-at", default=",".join(faults_mod.DEFAULT_EIO_AT), metavar="LIST",
+                   help="one target per entry whose writes fail with EIO from this MiB on: a number, 'half' or "
+                        "'end' of RAM; empty for none (default: %(default)s)")
+    p.add_argument("--mid-sweep", default=",".join(faults_mod.MID_SWEEP_FAULTS), metavar="LIST",
+                   help="faults that strike a slow target mid-sweep: unplug (QMP device_del), setro "
+                        "(blockdev --setro); empty for none (default: %(default)s)")
     p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")
     p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")
     p.add_argument("--vmlinux", type=Path, help="vmlinux of the dumped kernel (default: the harness build's)")
@@ -199,6 +213,14 @@ def cmd_soak(p: Pipeline, args) -> int:
     return soak_mod.command(p, args)
 
 
+def cmd_fuzz(p: Pipeline, args) -> int:
+    return fuzz_mod.command(p, args)
+
+
+def cmd_faults(p: Pipeline, args) -> int:
+    return faults_mod.command(p, args)
+
+
 def cmd_extract(p: Pipeline, args) -> int:
     size = extract_mod.extract(args.source, args.out, force=args.force)
     say(f"{args.out}: {size} bytes (ELF headers + PT_LOAD data)")
@@ -219,7 +241,7 @@ def cmd_check_consistency(p: Pipeline, args) -> int:
 COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, "build": cmd_build,
             "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test, "bisect": cmd_bisect,
             "check-consistency": cmd_check_consistency, "extract": cmd_extract, "bench": cmd_bench,
-            "soak": cmd_soak}
+            "soak": cmd_soak, "fuzz": cmd_fuzz, "faults": cmd_faults}
 
 
 def report(error: HarnessError) -> None:
