@@ -14,13 +14,14 @@ from collections.abc import Iterable, Mapping, Sequence
 DIRECTMAP_SIZES = (("4k", "DirectMap4k"), ("2m", "DirectMap2M"), ("1g", "DirectMap1G"))
 
 
+def meminfo_kb(meminfo: str) -> dict[str, int]:
+    """Every ``Name:  N kB`` line of /proc/meminfo text, in kB."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s*(\w+):\s+(\d+)\s*kB", meminfo, re.MULTILINE)}
+
+
 def parse_directmap(meminfo: str) -> dict[str, int | None]:
     """{"4k": kB, "2m": kB, "1g": kB} from /proc/meminfo text; a line the kernel does not print is None."""
-    values: dict[str, int] = {}
-    for line in meminfo.splitlines():
-        m = re.match(r"^\s*(DirectMap\w+):\s+(\d+)\s*kB", line)
-        if m:
-            values[m.group(1)] = int(m.group(2))
+    values = meminfo_kb(meminfo)
     return {short: values.get(name) for short, name in DIRECTMAP_SIZES}
 
 

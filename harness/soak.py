@@ -25,9 +25,9 @@ Writes soak.json in the run directory; exit 0 when every check held.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 
+from . import benchstats as stats
 from . import dump as dump_mod
 from . import validate
 from .console import GuestConsole
@@ -44,12 +44,8 @@ class SoakError(HarnessError):
 
 def parse_meminfo(text: str) -> dict[str, int]:
     """The MEMINFO_KEYS lines of /proc/meminfo, in kB (a missing DirectMap1G is simply absent)."""
-    out = {}
-    for key in MEMINFO_KEYS:
-        m = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-        if m:
-            out[key] = int(m.group(1))
-    return out
+    values = stats.meminfo_kb(text)
+    return {key: values[key] for key in MEMINFO_KEYS if key in values}
 
 
 def settled_meminfo(console: GuestConsole) -> dict[str, int]:
