@@ -169,16 +169,37 @@ def test_the_reserve_is_given_back_when_the_sweep_ends(hguest):
     assert done - before < reserve_kb // 8, (before, ready, done, reserve_kb)
 
 
-def test_a_killed_tool_releases_its_dump(hguest):
-    """0024: closing the file that set a dump up releases it: memory writable, large pages back, reserve freed."""
-    console, _ = hguest
-    before = bench.meminfo(console)
+def hold_a_started_dump(console) -> None:
+    """A background process (pid in /tmp/hold.pid) holds a STARTED dump through the file that set it up."""
     held = console.run(f"ldharden hold {dump_mod.DUMP_TARGET} > /tmp/hold.out & echo $! > /tmp/hold.pid; "
                        "i=0; until grep -q held /tmp/hold.out || [ $i -ge 60 ]; do sleep 1; i=$((i+1)); done; "
                        "cat /tmp/hold.out", check=True)
     assert "held" in held.output, held.output
     assert state(console) == "started"
+
+
+def test_a_killed_tool_releases_its_dump(hguest):
+    """0024: closing the file that set a dump up releases it: memory writable, large pages back, reserve freed."""
+    console, _ = hguest
+    before = bench.meminfo(console)
+    hold_a_started_dump(console)
     console.run("kill -9 $(cat /tmp/hold.pid); wait; true", check=True)
+    assert state(console) == "idle"
+    assert bench.meminfo(console) == before
+
+
+def test_only_the_file_that_set_a_dump_up_drives_it(hguest):
+    """0030: another process can neither start, sweep nor release (and then replace) the dump a tool drives:
+    EBUSY, the dump untouched; the owner's exit still releases it."""
+    console, _ = hguest
+    before = bench.meminfo(console)
+    hold_a_started_dump(console)
+    try:
+        for step in ("start", "sweep", "release"):
+            expect_errno(console, f"livedump {step}", errno.EBUSY, "started")
+        expect_errno(console, f"livedump init {dump_mod.DUMP_TARGET}", errno.EBUSY, "started")
+    finally:
+        console.run("kill -9 $(cat /tmp/hold.pid); wait; true", check=True)
     assert state(console) == "idle"
     assert bench.meminfo(console) == before
 
