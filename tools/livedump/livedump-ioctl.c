@@ -249,7 +249,11 @@ int main(int argc, char **argv)
 		return do_init(dev, argc, argv, LIVEDUMP_INIT_KEEP);
 	if (!strcmp(argv[1], "status"))
 		return do_status(dev);
-	if (ioctl(dev, cmd))
+	if (ioctl(dev, cmd)) {
+		if (errno == EBUSY)
+			fprintf(stderr, "livedump-ioctl: the dump belongs to another process's open /dev/livedump "
+				"(a running \"livedump dump\"?): stop that process, its exit releases the dump\n");
 		return fail(argv[1]);
+	}
 	return 0;
 }
