@@ -94,10 +94,9 @@ def dump_and_validate(p: Pipeline) -> Verdict:
                   len(view.stop_functions) == p.options.smp
                   and all(f in h for f, h in zip(view.stop_functions, heads, strict=True)),
                   f"first frames per CPU {heads}, rip symbols {view.stop_functions}")
-    verdict.check("drgn: each CPU's task unwinds from the stop instant",
-                  bool(view.stop_traces) and all(t[:1] == [f] and "multi_cpu_stop" in t
-                                                 for f, t in zip(view.stop_functions, view.stop_traces, strict=True)),
-                  "; ".join(" < ".join(t[:3]) for t in view.stop_traces))
+    unwound = validate.stop_trace_problems(view, p.options.smp)
+    verdict.check("drgn: each CPU's task unwinds from the stop instant", not unwound,
+                  "; ".join(unwound or [" < ".join(t[:3]) for t in view.stop_traces]))
     reason = re.search(r"^\s+reason:\s+(.*)$", session.outputs.get("livedump", ""), re.M)
     cow = re.search(r"^\s+COW faults:\s+(\d+)", session.outputs.get("livedump", ""), re.M)
     verdict.check("crash: livedump shows the reason and counters the guest saw",

@@ -35,7 +35,8 @@ class DrgnView:
     prstatus_pids: list[int]
     # Per CPU: the function each CPU was executing at the stop instant (NT_PRSTATUS rip).
     stop_functions: list[str] = field(default_factory=list)
-    # Per CPU: drgn's stack trace (function names) of the task running there, from its NT_PRSTATUS registers.
+    # Per CPU: drgn's stack trace (function names) of the task running there, from its NT_PRSTATUS registers;
+    # call frames only: a function inlined at the saved rip (crash_setup_regs() in some builds) is not a frame.
     stop_traces: list[list[str]] = field(default_factory=list)
 
 
@@ -76,7 +77,7 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
             stop_functions.append(f"{note.regs['rip']:#x}")
         try:
             trace = prog.stack_trace(find_task(prog, note.pid)) if note.pid else []
-            stop_traces.append([frame.name or f"{frame.pc:#x}" for frame in trace])
+            stop_traces.append([frame.name or f"{frame.pc:#x}" for frame in trace if not frame.is_inline])
         except (drgn.FaultError, ValueError, LookupError):
             stop_traces.append([])
 
@@ -90,6 +91,18 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
         stop_functions=stop_functions,
         stop_traces=stop_traces,
     )
+
+
+def stop_trace_problems(view: DrgnView, cpus: int) -> list[str]:
+    """Does each CPU's task unwind from the instant of the stop: from the rip of its NT_PRSTATUS note, up
+    through stop_machine's multi_cpu_stop()? One line per CPU where it does not."""
+    if len(view.stop_traces) != cpus or len(view.stop_functions) != cpus:
+        return [f"{len(view.stop_traces)} traces and {len(view.stop_functions)} stop rips for {cpus} CPUs"]
+    problems = []
+    for cpu, (function, frames) in enumerate(zip(view.stop_functions, view.stop_traces, strict=True)):
+        if frames[:1] != [function] or "multi_cpu_stop" not in frames:
+            problems.append(f"CPU {cpu}: rip in {function}, trace {' < '.join(frames[:4]) or '(none)'}")
+    return problems
 
 
 @dataclass

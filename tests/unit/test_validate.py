@@ -104,3 +104,28 @@ def test_backtraces_per_cpu_in_frame_order():
 def test_extension_is_loaded_before_the_commands(fake_crash, tmp_path):
     session = validate.run_crash(tmp_path / "dump", tmp_path / "vmlinux", ["ps"], extension=tmp_path / "x.so")
     assert list(session.outputs) == [f"extend {tmp_path / 'x.so'}", "ps"]
+
+
+def stop_view(functions: list[str], traces: list[list[str]]) -> validate.DrgnView:
+    return validate.DrgnView(release="6.1", init_comm="swapper/0", tasks=[], log="", nr_prstatus=len(functions),
+                             prstatus_pids=[], stop_functions=functions, stop_traces=traces)
+
+
+def test_a_trace_from_the_stop_rip_through_the_stopper_is_no_problem():
+    view = stop_view(["ld_stop_fn"] * 2, [["ld_stop_fn", "multi_cpu_stop", "cpu_stopper_thread"]] * 2)
+    assert validate.stop_trace_problems(view, 2) == []
+
+
+def test_a_trace_from_elsewhere_is_a_problem_per_cpu():
+    view = stop_view(["ld_stop_fn", "ld_stop_fn"],
+                     [["ld_stop_fn", "multi_cpu_stop"], ["__schedule", "schedule", "smpboot_thread_fn"]])
+    assert validate.stop_trace_problems(view, 2) == [
+        "CPU 1: rip in ld_stop_fn, trace __schedule < schedule < smpboot_thread_fn"]
+    view = stop_view(["ld_stop_fn"], [["ld_stop_fn", "kthread"]])
+    assert validate.stop_trace_problems(view, 1) == ["CPU 0: rip in ld_stop_fn, trace ld_stop_fn < kthread"]
+
+
+def test_missing_traces_are_a_problem_not_a_pass():
+    assert validate.stop_trace_problems(stop_view([], []), 2) == ["0 traces and 0 stop rips for 2 CPUs"]
+    assert validate.stop_trace_problems(stop_view(["ld_stop_fn"], [[]]), 1) == [
+        "CPU 0: rip in ld_stop_fn, trace (none)"]
