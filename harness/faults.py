@@ -37,6 +37,8 @@ from .qemu import device_id
 from .qmp import QmpClient
 
 SECTOR = 512
+# What the writer may have submitted beyond a failing write: LIVEDUMP_CHUNKS (4) bios of 256 KiB, and slack.
+IN_FLIGHT_MIB = 4
 # Where the default run makes a target fail, in MiB into it; "end" is the dump's last MiB.
 DEFAULT_EIO_AT = ("0", "1", "half", "end")
 # The faults that strike mid-sweep, on a target slow enough for the sweep to be under way.
@@ -91,8 +93,11 @@ def eio_offsets_mib(specs: tuple[str, ...], memory_bytes: int) -> list[int]:
     return offsets
 
 
-def failed_dump_problems(exit_status: int, status: dict[str, str], kernel_log: str) -> list[str]:
-    """Did a dump to a failing target end as the documentation says: FAILED, with its errno, part done?"""
+def failed_dump_problems(exit_status: int, status: dict[str, str], kernel_log: str, *,
+                         partial: bool = True) -> list[str]:
+    """Did a dump to a failing target end as the documentation says: FAILED, with its errno, and (partial)
+    before the sweep had handed all pages to the target? pages_dumped counts pages submitted, so a write that
+    fails in the last MiB comes back after all of them were."""
     problems = []
     if exit_status != 1:
         problems.append(f"livedump dump exited {exit_status}, not 1")
@@ -104,7 +109,9 @@ def failed_dump_problems(exit_status: int, status: dict[str, str], kernel_log: s
     elif f"livedump: dump failed: {error}" not in kernel_log:
         problems.append(f"the kernel log has no 'livedump: dump failed: {error}'")
     dumped, total = status.get("pages_dumped", ""), status.get("pages_total", "")
-    if not (dumped.isdigit() and total.isdigit() and int(dumped) < int(total)):
+    if not (dumped.isdigit() and total.isdigit() and int(dumped) <= int(total)):
+        problems.append(f"pages_dumped {dumped!r} of {total!r}")
+    elif partial and int(dumped) == int(total):
         problems.append(f"pages_dumped {dumped!r} of {total!r}: the failure did not stop the sweep")
     return problems
 
@@ -195,7 +202,10 @@ def faults(p: Pipeline, eio_at: tuple[str, ...] = DEFAULT_EIO_AT,
                 outcome.exit_status, output = run.status, run.output
             outcome.status = dump_mod.parse_status(
                 "\n".join(line.removeprefix("livedump: ") for line in output.splitlines()))
-            outcome.problems += failed_dump_problems(outcome.exit_status, outcome.status, kernel_log(console))
+            # Writes in flight when the target fails: the sweep stops within these MiB of the failure.
+            partial = not name.startswith("eio") or offsets[i] + IN_FLIGHT_MIB < memory >> 20
+            outcome.problems += failed_dump_problems(outcome.exit_status, outcome.status, kernel_log(console),
+                                                     partial=partial)
             outcome.problems += host_problems(console, directmap_before)
             good = dump_mod.dump(console, dump_mod.DUMP_TARGET, reason=f"after fault {name}")
             outcome.next_dump_ok = good.result.status == 0 and good.status.get("failed_pages") == "0"

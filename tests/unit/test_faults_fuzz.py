@@ -33,11 +33,18 @@ def test_a_dump_that_failed_as_documented_has_no_problem():
     (1, {"error": "0"}, LOG, "not a negative errno"),
     (1, {"error": "-5"}, "", "kernel log has no"),
     (1, {"pages_dumped": "131072"}, LOG, "did not stop the sweep"),
-    (1, {"pages_dumped": ""}, LOG, "did not stop the sweep"),
+    (1, {"pages_dumped": ""}, LOG, "pages_dumped '' of"),
 ])
 def test_each_way_a_failed_dump_can_be_wrong_is_named(exit_status, change, log, why):
     problems = faults.failed_dump_problems(exit_status, FAILED | change, log)
     assert len(problems) == 1 and why in problems[0], problems
+
+
+def test_a_failure_in_the_last_writes_may_come_back_after_every_page_was_submitted():
+    everything = FAILED | {"pages_dumped": "131072"}
+    assert faults.failed_dump_problems(1, everything, LOG, partial=False) == []
+    assert faults.failed_dump_problems(1, everything | {"pages_dumped": "131073"}, LOG, partial=False) == [
+        "pages_dumped '131073' of '131072'"]
 
 
 def test_a_status_missing_everything_is_not_a_documented_failure():
