@@ -85,11 +85,13 @@ def eio_offsets_mib(specs: tuple[str, ...], memory_bytes: int) -> list[int]:
     for spec in specs:
         spec = spec.strip().lower()
         if spec in named:
-            offsets.append(named[spec])
+            mib = named[spec]
         elif spec.isdigit() and int(spec) < ram_mib:
-            offsets.append(int(spec))
+            mib = int(spec)
         else:
             raise FaultsError(f"--eio-at {spec!r}: give MiB below {ram_mib}, 'half' or 'end'")
+        if mib not in offsets:  # one target per place
+            offsets.append(mib)
     return offsets
 
 

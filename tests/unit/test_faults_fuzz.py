@@ -13,6 +13,10 @@ def test_eio_offsets_name_places_in_ram():
     assert faults.eio_offsets_mib(("0", "1", "half", "end"), 512 * MIB) == [0, 1, 256, 511]
 
 
+def test_the_same_place_twice_is_one_target():
+    assert faults.eio_offsets_mib(("half", "256", "0", "0"), 512 * MIB) == [256, 0]
+
+
 @pytest.mark.parametrize("spec", ["512", "-1", "middle", ""])
 def test_eio_offsets_outside_ram_are_refused(spec):
     with pytest.raises(faults.FaultsError, match="--eio-at"):
