@@ -57,8 +57,12 @@ def torture_iterations(console: GuestConsole) -> int:
 def dump(console: GuestConsole, target: str, *, reason: str, flags: str = "", timeout: float = 900.0) -> DumpRun:
     """``livedump dump TARGET`` without markers; counters from the tool's closing lines."""
     result = console.run(f"livedump dump {target} --reason '{reason}'{' ' + flags if flags else ''}", timeout=timeout)
-    counters = parse_status("\n".join(line.removeprefix("livedump: ") for line in result.output.splitlines()))
-    return DumpRun(result, counters, None, reason)
+    return DumpRun(result, tool_counters(result.output), None, reason)
+
+
+def tool_counters(output: str) -> dict[str, str]:
+    """The counters ``livedump dump`` prints last (``livedump: key=value``), from the last STATUS it read."""
+    return parse_status("\n".join(line.removeprefix("livedump: ") for line in output.splitlines()))
 
 
 def dump_image(disks: tuple[Disk, ...]) -> Path:
@@ -93,10 +97,15 @@ def kmsg(console: GuestConsole, text: str) -> None:
     console.run(f"echo {text} > /dev/kmsg", check=True)
 
 
+def load_processes(console: GuestConsole) -> int:
+    """How many processes of the e2e load run (start_load() starts three)."""
+    return int(console.run(f"pidof {LOAD_TASK} | wc -w", check=True).output.strip().splitlines()[-1])
+
+
 def start_load(console: GuestConsole) -> None:
     console.run(LOAD_COMMAND, check=True)
-    count = console.run(f"pidof {LOAD_TASK} | wc -w", check=True).output.strip().splitlines()[-1]
-    if int(count) < 3:
+    count = load_processes(console)
+    if count < 3:
         raise HarnessError("guest", f"load did not start: {count} {LOAD_TASK} processes")
 
 

@@ -127,9 +127,9 @@ def host_problems(console: GuestConsole, directmap_before: dict[str, int | None]
     directmap_after = bench.meminfo(console)
     if directmap_after != directmap_before:
         problems.append(f"DirectMap {directmap_after} after the failed dump, {directmap_before} before")
-    loads = console.run(f"pidof {dump_mod.LOAD_TASK} | wc -w").output.strip().splitlines()
-    if not loads or int(loads[-1]) < 3:
-        problems.append(f"the load is gone: {loads[-1] if loads else '?'} {dump_mod.LOAD_TASK} processes")
+    loads = dump_mod.load_processes(console)
+    if loads < 3:
+        problems.append(f"the load is gone: {loads} {dump_mod.LOAD_TASK} processes")
     return problems
 
 
@@ -202,8 +202,7 @@ def faults(p: Pipeline, eio_at: tuple[str, ...] = DEFAULT_EIO_AT,
             else:
                 run = dump_mod.dump(console, target, reason=f"fault {name}").result
                 outcome.exit_status, output = run.status, run.output
-            outcome.status = dump_mod.parse_status(
-                "\n".join(line.removeprefix("livedump: ") for line in output.splitlines()))
+            outcome.status = dump_mod.tool_counters(output)
             # Writes in flight when the target fails: the sweep stops within these MiB of the failure.
             partial = not name.startswith("eio") or offsets[i] + IN_FLIGHT_MIB < memory >> 20
             outcome.problems += failed_dump_problems(outcome.exit_status, outcome.status, kernel_log(console),
