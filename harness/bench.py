@@ -5,7 +5,10 @@ measure (a guest that does not boot, a dump that fails). One boot per size,
 with a scratch disk, a dump target and an identical disk for dd. In that boot:
 
 1. /proc/meminfo's DirectMap lines;
-2. ``--repeat`` times: the idle rate of the workload (``ldbench fork``: fork,
+2. ``--warmup`` dumps (default 1) whose numbers are kept apart: under TCG the
+   first dump of a boot pays for translating the code the stop and the fault
+   path run (2-3 ms of pause and the slowest faults), which hardware does not;
+   then ``--repeat`` times: the idle rate of the workload (``ldbench fork``: fork,
    exec a static no-op, reap) for a short window next to the same 50 ms
    status poller that runs during a dump, then a dump (init, start+sweep,
    status, release):
@@ -201,7 +204,15 @@ def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, i
                                          else stats.int_field(s, "fault_max_ns") for s in statuses)
 
 
-def measure(p: Pipeline, size: str, repeat: int, window_ms: int) -> BenchRow:
+def summarise_warmup(row: BenchRow, statuses: list[dict[str, str]]) -> None:
+    """The warm-up dumps' pause and slowest fault, kept out of every median (pure: no guest)."""
+    row.warmup = len(statuses)
+    row.warmup_pause_ns_all = [v for v in (stats.int_field(s, "pause_ns") for s in statuses) if v is not None]
+    row.warmup_fault_max_ns_all = [stats.int_field(s, "fault_ns_max") if "fault_ns_max" in s
+                                   else stats.int_field(s, "fault_max_ns") for s in statuses]
+
+
+def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0) -> BenchRow:
     """One boot at this RAM size: everything the module docstring lists."""
     nbytes = dump_mod.memory_bytes(size)
     mib = nbytes >> 20
@@ -220,6 +231,13 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int) -> BenchRow:
             if console.run("command -v livedump && command -v ldbench").status != 0:
                 raise BenchError("the guest has no livedump tool or ldbench helper: is the series applied?")
             before = meminfo(console)
+            warm = []
+            for i in range(1, warmup + 1):
+                say(f"warm-up dump {i}/{warmup} at {size} (not measured)...")
+                warm.append(one_dump(console, f"harness bench {size} warm-up {i}/{warmup}", window_ms,
+                                     long_timeout).status)
+                say(f"  pause {warm[-1].get('pause_ns')} ns (warm-up)")
+            summarise_warmup(row, warm)
             samples, idles = [], []
             for i in range(1, repeat + 1):
                 # An idle window right before each dump: the host's own load drifts (other QEMUs, TCG).
@@ -264,6 +282,8 @@ def command(p: Pipeline, args) -> int:
         dump_mod.memory_bytes(size)  # bad sizes fail before any boot
     if args.repeat < 1:
         raise BenchError("--repeat must be at least 1")
+    if args.warmup < 0:
+        raise BenchError("--warmup cannot be negative")
     kernel = p.build()
     if not (kernel.headers / "linux" / "livedump.h").is_file():
         raise BenchError("this kernel has no livedump (series or fragment missing)")
@@ -274,7 +294,7 @@ def command(p: Pipeline, args) -> int:
         p.options = replace(base, memory=size)
         try:
             with p.run.stage(f"bench {size}"):
-                rows.append(measure(p, size, args.repeat, args.window_ms))
+                rows.append(measure(p, size, args.repeat, args.window_ms, args.warmup))
         except HarnessError as e:
             say(f"{size}: {e.stage}: {e.message}")
             if e.detail:
@@ -293,7 +313,7 @@ def command(p: Pipeline, args) -> int:
         say("WARNING: the kernel was rebuilt during the bench: the sizes ran different bzImages (bzimage_sha256)")
     why_not = plot(rows, p.run.path("bench.png"))
     say(why_not or f"wrote {out} and {p.run.path('bench.png')}")
-    p.run.facts["bench"] = {"json": str(out), "sizes": sizes, "repeat": args.repeat,
+    p.run.facts["bench"] = {"json": str(out), "sizes": sizes, "repeat": args.repeat, "warmup": args.warmup,
                             "errors": {r.memory: r.error for r in rows if r.error}}
     failed = [r.memory for r in rows if r.error]
     if failed:

@@ -19,6 +19,7 @@ class BenchRow:
     accel: str
     smp: int
     repeat: int
+    warmup: int = 0                 # dumps before the measured ones in the same boot, not in any median
     kernel_release: str | None = None
     bzimage_sha256: str | None = None  # of the bzImage this size booted (the build can change between sizes)
     pause_ns: int | None = None     # median over the dumps
@@ -59,6 +60,8 @@ class BenchRow:
     fault_p999_ns: int | None = None
     fault_max_ns: int | None = None
     fault_ns_log2: list[int] | None = None  # summed over the dumps
+    warmup_pause_ns_all: list[int] = field(default_factory=list)  # the warm-up dumps' own numbers, apart
+    warmup_fault_max_ns_all: list[int | None] = field(default_factory=list)
     dumps: list[dict[str, str]] = field(default_factory=list)  # each dump's final `livedump status`
     notes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -84,7 +87,7 @@ def _fmt(value: float | int | None, scale: float = 1.0, digits: int = 0) -> str:
 
 
 COLUMNS = ("RAM", "pause ms", "QEMU pause ms", "dump MiB/s", "dd MiB/s", "workload", "COW faults", "failed",
-           "fault p99 us", "DirectMap4k kB before/during/after")
+           "fault p99/p99.9/max us", "DirectMap4k kB before/during/after")
 
 
 def table(rows: list[BenchRow]) -> str:
@@ -103,7 +106,7 @@ def table(rows: list[BenchRow]) -> str:
             "-" if r.workload_ratio is None else f"{r.workload_ratio:.2f}x",
             _fmt(r.cow_faults),
             _fmt(r.failed_pages),
-            _fmt(r.fault_p99_ns, 1e3, 1),
+            "/".join(_fmt(v, 1e3, 1) for v in (r.fault_p99_ns, r.fault_p999_ns, r.fault_max_ns)),
             "/".join(_fmt(v) for v in (r.directmap4k_kb_before, r.directmap4k_kb_during, r.directmap4k_kb_after)),
         ))
     widths = [max(len(c), *(len(line[i]) for line in lines)) if lines else len(c) for i, c in enumerate(COLUMNS)]

@@ -75,9 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     bisect_mod.add_arguments(p)
     p = add("bench", "measure livedump (pause, throughput, slowdown, faults) at several guest RAM sizes")
     p.add_argument("--repeat", type=int, default=3, metavar="N", help="dumps per size; medians are reported")
+    p.add_argument("--warmup", type=int, default=1, metavar="N",
+                   help="dumps per boot before the measured ones, reported apart (warmup_*): under TCG the "
+                        "first dump pays for translating the code it runs (default: %(default)s)"),
     p.add_argument("--window-ms", type=int, default=1000, metavar="MS",
                    help="workload measurement window, idle and during a sweep (default: %(default)s)")
-    # --memory is a comma list here; one guest boot per size. A 4G guest under TCG needs more than 30 minutes.
+    # --memory is a comma list here; one guest boot per size (all four sizes: a few minutes under TCG).
     p.set_defaults(memory=bench_mod.DEFAULT_SIZES, run_timeout=4 * 3600.0)
     p = add("soak", "many dump cycles in one boot under load: no warning, nothing leaked, every dump readable")
     p.add_argument("--cycles", type=int, default=200, metavar="N", help="dumps (default: %(default)s)")

@@ -287,3 +287,20 @@ def test_qemu_dump_times_the_command_and_deletes_the_file(tmp_path):
         fake.close()
     assert elapsed > 0 and size == 1004
     assert not out.exists()
+
+
+def test_warmup_dumps_are_kept_apart():
+    row = new_row()
+    bench.summarise_warmup(row, [{"pause_ns": "2500000", "fault_ns_max": "400000"},
+                                 {"pause_ns": "900000", "fault_max_ns": "90000"}, {"state": "done"}])
+    assert row.warmup == 3
+    assert row.warmup_pause_ns_all == [2500000, 900000]
+    assert row.warmup_fault_max_ns_all == [400000, 90000, None]
+    bench.summarise(row, [sample(1000, 1)], idles=[(200, 2_000_000_000)])
+    assert row.pause_ns_all == [1000] and row.pause_ns == 1000
+
+
+def test_no_warmup_leaves_the_warmup_fields_empty():
+    row = new_row()
+    bench.summarise_warmup(row, [])
+    assert (row.warmup, row.warmup_pause_ns_all, row.warmup_fault_max_ns_all) == (0, [], [])
