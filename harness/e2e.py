@@ -85,7 +85,8 @@ def dump_and_validate(p: Pipeline) -> Verdict:
                   str(validate.crash_release(session)))
     log = session.outputs.get("log", "")
     verdict.check("crash: log has A and not B", taken.markers.before in log and taken.markers.after not in log)
-    verdict.check("crash: struct pid read whole (extension loaded)", not validate.crash_misreads_pid_numbers(session))
+    pid_problem = validate.crash_pid_problem(session)
+    verdict.check("crash: struct pid read whole (extension loaded)", pid_problem is None, pid_problem or "")
     verdict.check("crash: ps lists the load", dump_mod.LOAD_TASK in session.outputs.get("ps", ""))
     # crash 8.0.2's stack-scanning unwinder may show a stale text address found at the saved rsp first.
     traces = validate.crash_backtraces(session.outputs.get("bt -a", ""))
@@ -106,6 +107,8 @@ def dump_and_validate(p: Pipeline) -> Verdict:
     for cmd in CRASH_COMMANDS:
         bad = session.failures(cmd)
         verdict.check(f"crash: `{cmd}` reads without errors", not bad, "; ".join(bad[:3]))
+    verdict.check("crash: `livedump -c` says result: OK", session.livedump_check_ok(),
+                  session.outputs.get("livedump -c", "(no output)").strip()[-300:])
     if tortured is None:
         verdict.check("consistency: the kernel has test_livedump (CONFIG_TEST_LIVEDUMP)", False)
     elif tortured.result.status != 0:

@@ -111,7 +111,16 @@ class CrashSession:
     transcript: str = ""
 
     def failures(self, command: str) -> list[str]:
-        return [ln for ln in self.outputs.get(command, "").splitlines() if CRASH_FAILURES.search(ln)]
+        """crash's error lines in the command's output; a command that printed nothing failed too: crash
+        died before it, or never ran it."""
+        output = self.outputs.get(command, "")
+        if not output.strip():
+            return [f"`{command}` printed nothing (crash exited or never ran it)"]
+        return [ln for ln in output.splitlines() if CRASH_FAILURES.search(ln)]
+
+    def livedump_check_ok(self) -> bool:
+        """Did the extension's ``livedump -c`` end with its own verdict, ``result: OK``?"""
+        return re.search(r"^\s*result: OK\s*$", self.outputs.get("livedump -c", ""), re.M) is not None
 
 
 def kaslr_option(dump: Path) -> list[str]:
@@ -184,20 +193,25 @@ def crash_release(session: CrashSession) -> str | None:
     return m.group(1) if m else None
 
 
-def crash_misreads_pid_numbers(session: CrashSession) -> bool:
-    """True when crash reads struct pid too short to reach numbers[0].
+def crash_pid_problem(session: CrashSession) -> str | None:
+    """Why crash reads struct pid too short to reach numbers[0], or that it cannot tell; None when it reads
+    it whole.
 
     crash 8.0.2 reads SIZE(pid) bytes of each struct pid and then looks at
     numbers[0].ns. Since "pid: Replace struct pid 1-element array with
     flex-array" (in Debian's 6.1.y too) numbers[] starts at SIZE(pid), so
     crash reads past its buffer, matches no pid and its task table holds
     only the idle and active tasks (QEMU's own dumps show it the same way).
-    Needs "help -o" among the session's commands.
+    Needs "help -o" among the session's commands: without the two sizes there, it cannot tell, and says so.
     """
     text = session.outputs.get("help -o", "")
     numbers = re.search(r"^\s+pid_numbers:\s+(\d+)$", text, re.M)
     size = re.search(r"^\s+pid:\s+(\d+)$", text, re.M)
-    return bool(numbers and size and int(numbers.group(1)) >= int(size.group(1)))
+    if not (numbers and size):
+        return "cannot tell: `help -o` shows no pid_numbers offset and pid size"
+    if int(numbers.group(1)) >= int(size.group(1)):
+        return f"crash reads {size.group(1)} bytes of struct pid, numbers[] starts at {numbers.group(1)}"
+    return None
 
 
 def crash_backtraces(text: str) -> dict[int, list[str]]:

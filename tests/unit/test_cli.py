@@ -154,3 +154,18 @@ def test_options_from_args():
     assert (opts.timeouts.boot, opts.timeouts.command, opts.timeouts.run) == (5.0, 120.0, 9.0)
     assert opts.accel == "tcg"
     assert opts.kernel_src is None
+
+
+def test_test_command_fails_on_a_kernel_without_livedump(tmp_path):
+    """`make test-qemu` on a kernel whose headers lost linux/livedump.h fails; it is not a boot test."""
+    from types import SimpleNamespace
+
+    from harness.errors import HarnessError
+
+    (tmp_path / "linux").mkdir()
+    booted = []
+    fake = SimpleNamespace(build=lambda: SimpleNamespace(headers=tmp_path, release="6.1.192-livedump"),
+                           boot=lambda *a, **k: booted.append(True))
+    with pytest.raises(HarnessError, match="no livedump"):
+        cli.cmd_test(fake, None)
+    assert booted == []

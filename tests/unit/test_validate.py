@@ -129,3 +129,39 @@ def test_missing_traces_are_a_problem_not_a_pass():
     assert validate.stop_trace_problems(stop_view([], []), 2) == ["0 traces and 0 stop rips for 2 CPUs"]
     assert validate.stop_trace_problems(stop_view(["ld_stop_fn"], [[]]), 1) == [
         "CPU 0: rip in ld_stop_fn, trace (none)"]
+
+
+def test_a_crash_command_that_printed_nothing_failed():
+    session = validate.CrashSession(outputs={"ps": "   PID  PPID\n", "kmem -s": "  \n"})
+    assert session.failures("ps") == []
+    assert session.failures("kmem -s") and "printed nothing" in session.failures("kmem -s")[0]
+    # crash died before it: the command is not in the transcript at all
+    assert session.failures("vm 2") and "printed nothing" in session.failures("vm 2")[0]
+
+
+def test_livedump_check_needs_its_own_verdict():
+    ok = validate.CrashSession(outputs={"livedump -c": "  pages: 131072\n  result: OK\n"})
+    failed = validate.CrashSession(outputs={"livedump -c": "  pages: 131072\n  result: FAILED\n"})
+    silent = validate.CrashSession(outputs={"livedump -c": "  pages: 131072\n"})
+    assert ok.livedump_check_ok()
+    assert not failed.livedump_check_ok() and not silent.livedump_check_ok()
+    assert not validate.CrashSession().livedump_check_ok()
+
+
+HELP_O = """                  pid_numbers: %d
+                        pid: %d
+"""
+
+
+def test_crash_pid_problem_reads_help_o():
+    whole = validate.CrashSession(outputs={"help -o": HELP_O % (96, 112)})
+    short = validate.CrashSession(outputs={"help -o": HELP_O % (96, 96)})
+    assert validate.crash_pid_problem(whole) is None
+    assert "96 bytes" in validate.crash_pid_problem(short)
+
+
+def test_crash_pid_problem_cannot_tell_without_the_sizes():
+    """Fails closed: no sizes in `help -o` (or no `help -o` at all) is a problem, not a pass."""
+    for outputs in ({"help -o": "       task_struct_pid: 1488\n"}, {}):
+        problem = validate.crash_pid_problem(validate.CrashSession(outputs=outputs))
+        assert problem and problem.startswith("cannot tell")
