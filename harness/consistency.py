@@ -117,6 +117,25 @@ class Report:
         return json.dumps(d, indent=2)
 
 
+def protected_dump_problems(report: Report, counters: dict[str, str]) -> list[str]:
+    """Why a dump taken with write protection under the torture load is not a proof of one instant; empty
+    when it is. The one verdict make test-qemu and the tests share: the dump was protected, every invariant
+    that must hold holds and was exercised, the writers hit protected pages (COW faults) and no page was
+    lost (failed pages). counters: the guest's `livedump status` after the dump."""
+    problems = []
+    if not report.protected:
+        problems.append("the LIVEDUMP note says nothing was write-protected")
+    if not report.ok:
+        problems.append(f"torn: {report.violations} violation(s)")
+    problems += [f"{f.name}: not exercised" for f in report.findings if not f.known_gap and f.checked == 0]
+    cow, failed = counters.get("cow_faults"), counters.get("failed_pages")
+    if cow is None or not cow.isdigit() or int(cow) == 0:
+        problems.append(f"COW faults {cow}: the writers never hit a protected page")
+    if failed is None or failed != "0":
+        problems.append(f"failed pages {failed}: pages the dump could not keep")
+    return problems
+
+
 # --- judging: pure functions -------------------------------------------------------------------------------
 
 

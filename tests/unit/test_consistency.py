@@ -127,3 +127,32 @@ def test_known_gaps_are_printed_but_do_not_fail():
     assert not report.ok and report.violations == 1 and "TORN" in report.text()
     assert report.all_violations == gap.violations + 1
     assert '"ok": false' in report.to_json()
+
+
+def _report(findings, protected=True):
+    return cc.Report(dump="d.img", findings=findings, protected=protected, failed_pfns=[])
+
+
+def test_protected_dump_verdict_accepts_a_real_proof():
+    holds = cc.Finding("pair under spinlock", checked=10)
+    gap = cc.Finding("sweep (vmalloc)", checked=0, known_gap="not trapped")
+    assert cc.protected_dump_problems(_report([holds, gap]), {"cow_faults": "12", "failed_pages": "0"}) == []
+
+
+def test_protected_dump_verdict_fails_closed():
+    """Each way a dump proves nothing is named: unprotected, torn, unexercised, no COW, lost pages, no counters."""
+    holds = cc.Finding("pair under spinlock", checked=10)
+    idle = cc.Finding("list under spinlock", checked=0)
+    torn = cc.Finding("per-cpu pair", checked=5, bad=[(0x1000,)])
+    good = {"cow_faults": "12", "failed_pages": "0"}
+    cases = [
+        (_report([holds], protected=False), good, "nothing was write-protected"),
+        (_report([holds, torn]), good, "torn"),
+        (_report([holds, idle]), good, "list under spinlock: not exercised"),
+        (_report([holds]), {"cow_faults": "0", "failed_pages": "0"}, "COW faults 0"),
+        (_report([holds]), {"cow_faults": "12", "failed_pages": "3"}, "failed pages 3"),
+        (_report([holds]), {}, "COW faults None"),
+    ]
+    for report, counters, expected in cases:
+        problems = cc.protected_dump_problems(report, counters)
+        assert any(expected in p for p in problems), (expected, problems)
