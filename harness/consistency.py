@@ -147,7 +147,9 @@ def sweep_violations(name: str, pages: Sequence[tuple[int, int, int]], *, known_
     within each page first == last, except on the one page being written,
     where first == last + 1.
     """
-    f = Finding(name, checked=len(pages), known_gap=known_gap)
+    # A writer that never ran (every generation still 0) leaves nothing to check: not exercised.
+    moved = any(first or last for _, first, last in pages)
+    f = Finding(name, checked=len(pages) if moved else 0, known_gap=known_gap)
     for (prev_addr, prev, _), (addr, cur, _) in zip(pages, pages[1:], strict=False):
         if cur > prev:
             f.bad.append((addr, prev_addr))
@@ -169,8 +171,9 @@ def sweep_violations(name: str, pages: Sequence[tuple[int, int, int]], *, known_
 
 
 def words_sweep_violations(name: str, base: int, words: Sequence[int], *, known_gap: str = "") -> Finding:
-    """A generation swept word by word by one writer: non-increasing, span at most one."""
-    f = Finding(name, checked=len(words), known_gap=known_gap)
+    """A generation swept word by word by one writer: non-increasing, span at most one. All words 0: the
+    writer never ran, not exercised."""
+    f = Finding(name, checked=len(words) if any(words) else 0, known_gap=known_gap)
     f.bad = [(base + 8 * i,) for i in range(1, len(words)) if words[i] > words[i - 1]]
     if words:
         low, high = min(words), max(words)
@@ -183,11 +186,15 @@ def words_sweep_violations(name: str, base: int, words: Sequence[int], *, known_
 def pair_violations(name: str, pairs: Iterable[tuple[int, int, int, int, bool]], *, known_gap: str = "") -> Finding:
     """Counters updated together: [(address of a, address of b, a, b, update in progress)].
 
-    a == b, or a == b + 1 while the update is in progress (its lock is held).
+    a == b, or a == b + 1 while the update is in progress (its lock is held). A pair still at 0/0 never
+    moved: it holds trivially and does not count as checked.
     """
     f = Finding(name, checked=0, known_gap=known_gap)
     shown = []
     for addr_a, addr_b, a, b, busy in pairs:
+        if a == 0 and b == 0 and not busy:
+            shown.append("0 (never moved)")
+            continue
         f.checked += 1
         if a == b or (busy and a == b + 1):
             shown.append(str(a) if a == b else f"{a}/{b} locked")

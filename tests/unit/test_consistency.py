@@ -156,3 +156,15 @@ def test_protected_dump_verdict_fails_closed():
     for report, counters, expected in cases:
         problems = cc.protected_dump_problems(report, counters)
         assert any(expected in p for p in problems), (expected, problems)
+
+
+def test_counters_that_never_moved_are_not_exercised():
+    """0 == 0 holds trivially: it proves nothing and must not count as checked."""
+    idle = cc.pair_violations("pair", [(1, 2, 0, 0, False)])
+    assert idle.checked == 0 and idle.violations == 0 and "never moved" in idle.line()
+    mixed = cc.pair_violations("per-cpu pair", [(1, 2, 0, 0, False), (3, 4, 5, 5, False)])
+    assert mixed.checked == 1
+    assert cc.sweep_violations("sweep", [(BASE + i * cc.PAGE_SIZE, 0, 0) for i in range(8)]).checked == 0
+    assert cc.sweep_violations("sweep", sweep_state(2 * N + 3)).checked == N
+    assert cc.words_sweep_violations("stack", BASE, [0] * 16).checked == 0
+    assert cc.words_sweep_violations("stack", BASE, [3] * 16).checked == 16
