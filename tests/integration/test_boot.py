@@ -20,6 +20,6 @@ def test_output_is_what_the_command_printed(guest):
     assert result.output.splitlines() == ["one", "two", "three"]
 
 
-def test_guest_has_two_cpus_and_the_dump_disk_tools(guest):
-    assert guest.run("grep -c ^processor /proc/cpuinfo").output.strip() == "2"
+def test_guest_has_the_cpus_asked_for_and_the_dump_disk_tools(pipeline, guest):
+    assert guest.run("grep -c ^processor /proc/cpuinfo").output.strip() == str(pipeline.options.smp)
     assert guest.run("test -c /dev/null && command -v runas").status == 0
