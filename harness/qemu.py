@@ -24,6 +24,12 @@ QEMU = "qemu-system-x86_64"
 BASE_APPEND = ("console=ttyS0", "panic=-1", "oops=panic", "loglevel=5", "printk.time=1")
 
 
+def opt_value(value: object) -> str:
+    """A value inside a QEMU option string (``-drive file=...``, ``-qmp unix:...``): QEMU splits options at
+    commas, and a literal comma is written twice."""
+    return str(value).replace(",", ",,")
+
+
 @dataclass(frozen=True)
 class Disk:
     """A virtio-blk disk backed by a sparse raw file."""
@@ -42,8 +48,8 @@ class Disk:
         if self.write_bytes_per_s is not None:
             common += f",throttling.bps-write={self.write_bytes_per_s}"
         if self.fail_writes_at_sector is None:
-            return f"file={self.path},format=raw,{common}"
-        return (f"driver=raw,{common},file.driver=blkdebug,file.image.driver=file,file.image.filename={self.path},"
+            return f"file={opt_value(self.path)},format=raw,{common}"
+        return (f"driver=raw,{common},file.driver=blkdebug,file.image.driver=file,file.image.filename={opt_value(self.path)},"
                 f"file.inject-error.0.event=write_aio,file.inject-error.0.errno=5,"
                 f"file.inject-error.0.sector={self.fail_writes_at_sector}")
 
@@ -82,7 +88,7 @@ class QemuConfig:
         for i, disk in enumerate(self.disks):
             argv += ["-drive", disk.drive(f"disk{i}"), "-device", f"virtio-blk-pci,drive=disk{i},id={device_id(i)}"]
         if self.qmp_socket is not None:
-            argv += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
+            argv += ["-qmp", f"unix:{opt_value(self.qmp_socket)},server=on,wait=off"]
         return argv + list(self.extra)
 
 

@@ -173,3 +173,15 @@ def test_require_qemu_missing(monkeypatch, tmp_path):
     assert ei.value.message == ("qemu-system-x86_64 not found; install the Debian package qemu-system-x86 "
                                 "(make setup does)")
     assert ei.value.exit_code == 2
+
+
+def test_commas_in_paths_are_escaped(tmp_path):
+    """A comma in the artifacts path must not split QEMU's option strings."""
+    odd = tmp_path / "run,2026" / "disk.img"
+    argv = QemuConfig(kernel=tmp_path / "bzImage", disks=(Disk(odd, 1 << 20),),
+                      qmp_socket=tmp_path / "a,b" / "qmp.sock").argv()
+    drive = argv[argv.index("-drive") + 1]
+    assert drive.startswith(f"file={tmp_path}/run,,2026/disk.img,format=raw,")
+    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path}/a,,b/qmp.sock,server=on,wait=off"
+    failing = Disk(odd, 1 << 20, fail_writes_at_sector=8).drive("d0")
+    assert f"file.image.filename={tmp_path}/run,,2026/disk.img," in failing
