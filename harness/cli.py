@@ -7,6 +7,7 @@ Every subcommand makes a run directory under ``artifacts/`` (or
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -47,6 +48,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--boot-timeout", type=float, default=Timeouts.boot, metavar="S")
     g.add_argument("--command-timeout", type=float, default=Timeouts.command, metavar="S")
     g.add_argument("--run-timeout", type=float, default=Timeouts.run, metavar="S")
+    g.add_argument("--append", default="", metavar="ARGS",
+                   help="more kernel command line for the guest, after the harness's own (e.g. 'debug_pagealloc=on')")
+    g.add_argument("--qemu-opt", action="append", default=[], metavar="OPTS",
+                   help="more QEMU arguments, shell-split, after the harness's own; repeatable (e.g. '-d int')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +125,9 @@ def options_from(args: argparse.Namespace) -> Options:
         fragments += ("debug",)
     return Options(fragments=fragments, kernel_src=args.kernel_src.resolve() if args.kernel_src else None,
                    accel=args.accel, jobs=args.jobs, smp=args.smp, memory=args.memory,
-                   timeouts=Timeouts(boot=args.boot_timeout, command=args.command_timeout, run=args.run_timeout))
+                   timeouts=Timeouts(boot=args.boot_timeout, command=args.command_timeout, run=args.run_timeout),
+                   append=tuple(shlex.split(args.append)),
+                   qemu_opts=tuple(w for opt in args.qemu_opt for w in shlex.split(opt)))
 
 
 def cmd_source(p: Pipeline, args) -> int:

@@ -32,6 +32,8 @@ class Options:
     smp: int = 2
     memory: str = "512M"
     timeouts: Timeouts = field(default_factory=Timeouts)
+    append: tuple[str, ...] = ()     # kernel command line words after the harness's own
+    qemu_opts: tuple[str, ...] = ()  # QEMU argv words after the harness's own
 
 
 def say(msg: str) -> None:
@@ -157,8 +159,8 @@ class Pipeline:
         initrd = self.rootfs()
         accel = self.accel(kernel.bzimage)
         return qemu.QemuConfig(kernel=kernel.bzimage, initrd=initrd, accel=accel.accel, smp=self.options.smp,
-                               memory=self.options.memory, disks=disks, append=append,
-                               qmp_socket=self.run.path("qmp.sock"))
+                               memory=self.options.memory, disks=disks, append=self.options.append + append,
+                               qmp_socket=self.run.path("qmp.sock"), extra=self.options.qemu_opts)
 
     def boot(self, disks: tuple[qemu.Disk, ...] = (), *, interactive: bool = False,
              tag: str = "", append: tuple[str, ...] = ()) -> GuestConsole:

@@ -49,7 +49,8 @@ class Disk:
             common += f",throttling.bps-write={self.write_bytes_per_s}"
         if self.fail_writes_at_sector is None:
             return f"file={opt_value(self.path)},format=raw,{common}"
-        return (f"driver=raw,{common},file.driver=blkdebug,file.image.driver=file,file.image.filename={opt_value(self.path)},"
+        return (f"driver=raw,{common},file.driver=blkdebug,file.image.driver=file,"
+                f"file.image.filename={opt_value(self.path)},"
                 f"file.inject-error.0.event=write_aio,file.inject-error.0.errno=5,"
                 f"file.inject-error.0.sector={self.fail_writes_at_sector}")
 

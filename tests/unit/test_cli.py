@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, pipeline
+from harness import cli, pipeline, qemu
 from harness.build import BuildResult
 from harness.settings import REPO_ROOT
 from harness.source import STAMP, Lock, write_lock
@@ -169,3 +169,14 @@ def test_test_command_fails_on_a_kernel_without_livedump(tmp_path):
     with pytest.raises(HarnessError, match="no livedump"):
         cli.cmd_test(fake, None)
     assert booted == []
+
+
+def test_append_and_qemu_opts_reach_the_qemu_command_line(tmp_path):
+    args = cli.build_parser().parse_args(["run", "--append", "debug_pagealloc=on quiet", "--qemu-opt", "-d int",
+                                          "--qemu-opt", "-icount shift=3", "--", "true"])
+    options = cli.options_from(args)
+    assert options.append == ("debug_pagealloc=on", "quiet")
+    assert options.qemu_opts == ("-d", "int", "-icount", "shift=3")
+    argv = qemu.QemuConfig(kernel=tmp_path / "bzImage", append=options.append, extra=options.qemu_opts).argv()
+    assert argv[argv.index("-append") + 1].endswith(" debug_pagealloc=on quiet")
+    assert argv[-4:] == ["-d", "int", "-icount", "shift=3"]
