@@ -197,18 +197,27 @@ class GuestConsole:
         self.child.logfile_read = None
         self.child.interact()
 
-    def close(self) -> None:
-        if self.child.isalive():
-            try:
+    def close(self, *, raise_oops: bool = True) -> None:
+        """Power the guest off and read the console to its end. What it printed after the last command
+        (a release, the shutdown) is scanned too: an oops there raises GuestCrashed once QEMU is gone,
+        unless raise_oops is False (another error is on its way already)."""
+        rest = ""
+        try:
+            if self.child.isalive():
                 self.child.send("poweroff -f\n")
-                self.child.expect(self._pexpect.EOF, timeout=10)
-            except Exception:
-                pass
+            self.child.expect(self._pexpect.EOF, timeout=10)
+        except Exception:
+            pass
+        if isinstance(self.child.before, str):
+            rest = self.child.before
         self.child.terminate(force=True)
         self.log.close()
+        marker = find_oops(rest) if self.check_oops and raise_oops else None
+        if marker:
+            raise GuestCrashed(marker, self.log.tail())
 
     def __enter__(self) -> GuestConsole:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(raise_oops=exc_type is None)

@@ -272,3 +272,21 @@ def test_close_ends_the_guest(guest):
     guest.close()
     assert time.monotonic() - start < 5
     assert not child.isalive()
+
+
+def test_an_oops_after_the_last_command_fails_the_close(guest):
+    """The console is read to its end: an oops while releasing or powering off is not thrown away."""
+    guest.run("(sleep 0.3; echo 'BUG: unable to handle page fault at shutdown') &")
+    time.sleep(0.8)
+    with pytest.raises(GuestCrashed) as ei:
+        guest.close()
+    assert ei.value.marker == "BUG:"
+    assert not guest.child.isalive()
+
+
+def test_an_error_on_its_way_is_not_replaced_by_a_late_oops(guest):
+    guest.run("(sleep 0.3; echo 'WARNING: late') &")
+    time.sleep(0.8)
+    with pytest.raises(RuntimeError, match="first"):
+        with guest:
+            raise RuntimeError("first")
