@@ -151,6 +151,12 @@ def qemu_dump(qmp_socket: Path, out: Path, timeout: float) -> tuple[int, int]:
     return elapsed, size
 
 
+def fault_max_ns(status: dict[str, str]) -> int | None:
+    """The slowest write fault of one dump. The key is specified as fault_ns_max; kernels that print it as
+    fault_max_ns are read too."""
+    return stats.int_field(status, "fault_ns_max" if "fault_ns_max" in status else "fault_max_ns")
+
+
 def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, int]]) -> None:
     """Fill row's numbers from the dumps of one size and the idle windows before them (pure: no guest)."""
     statuses = [s.status for s in samples]
@@ -199,17 +205,14 @@ def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, i
         row.fault_p50_ns = stats.histogram_percentile(summed, 0.50)
         row.fault_p99_ns = stats.histogram_percentile(summed, 0.99)
         row.fault_p999_ns = stats.histogram_percentile(summed, 0.999)
-    # The key is specified as fault_ns_max; kernels that print it as fault_max_ns are read too.
-    row.fault_max_ns = stats.max_or_none(stats.int_field(s, "fault_ns_max") if "fault_ns_max" in s
-                                         else stats.int_field(s, "fault_max_ns") for s in statuses)
+    row.fault_max_ns = stats.max_or_none(fault_max_ns(s) for s in statuses)
 
 
 def summarise_warmup(row: BenchRow, statuses: list[dict[str, str]]) -> None:
     """The warm-up dumps' pause and slowest fault, kept out of every median (pure: no guest)."""
     row.warmup = len(statuses)
     row.warmup_pause_ns_all = [v for v in (stats.int_field(s, "pause_ns") for s in statuses) if v is not None]
-    row.warmup_fault_max_ns_all = [stats.int_field(s, "fault_ns_max") if "fault_ns_max" in s
-                                   else stats.int_field(s, "fault_max_ns") for s in statuses]
+    row.warmup_fault_max_ns_all = [fault_max_ns(s) for s in statuses]
 
 
 def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0) -> BenchRow:
