@@ -32,9 +32,11 @@ WORDS_PER_PAGE = PAGE_SIZE // 8
 LIST_SLACK = 4096
 # x86-64, 4-level paging: the direct map covers 64 TiB from PAGE_OFFSET (Documentation/x86/x86_64/mm.rst).
 DIRECT_MAP_SIZE = 64 << 40
-# Sizes from lib/test_livedump.c: #defines, which the kernel's DWARF does not carry.
-TLD_VMALLOC_PAGES = 64
-TLD_STACK_WORDS = 128
+# lib/test_livedump.c's sizes are #defines, which DWARF does not carry, so they are read from what they
+# size: TLD_STACK_WORDS is the bound of the local array tld_writer_fn() publishes in tld_stack_words[]
+# (its DWARF type), TLD_VMALLOC_PAGES the page count of the vmalloc area tld_vsweep points to (its
+# vm_struct in the dump). Copies of the #defines here would drift silently when the module changes.
+STACK_WORDS_FUNCTION, STACK_WORDS_LOCAL = "tld_writer_fn", "words"
 
 
 class ConsistencyError(HarnessError):
@@ -290,6 +292,63 @@ class _Memory:
             return None
 
 
+@dataclass(frozen=True)
+class TortureSizes:
+    """The sizes of the torture structures that are not array bounds of a global."""
+
+    vmalloc_pages: int  # TLD_VMALLOC_PAGES: pages of the vmalloc sweep at tld_vsweep
+    stack_words: int  # TLD_STACK_WORDS: words of each writer's on-stack array
+
+
+def stack_words(prog) -> int:
+    """TLD_STACK_WORDS from the debug info: the bound of ``unsigned long words[]`` in tld_writer_fn().
+
+    A local's type is only reachable through a frame, so this asks drgn for the scopes at a pc inside
+    the function (no core needed: a program with only vmlinux's debug info works too).
+    """
+    fn, local = STACK_WORDS_FUNCTION, STACK_WORDS_LOCAL
+    try:
+        sym = prog.symbol(fn)
+    except LookupError:
+        raise ConsistencyError(f"the kernel has no `{fn}`: was it built with CONFIG_TEST_LIVEDUMP "
+                               "(lib/test_livedump.c)?") from None
+    # Any pc in the body sees the function's own locals; the entry pc itself may not map to its scope.
+    for pc in range(sym.address + 1, sym.address + max(sym.size, 2), max(sym.size // 16, 1)):
+        for frame in prog.stack_trace_from_pcs([pc]):
+            if frame.name != fn:
+                continue
+            try:
+                t = frame[local].type_
+            except KeyError:
+                continue
+            if t.kind.name == "ARRAY" and t.length:
+                return int(t.length)
+    raise ConsistencyError(f"the debug info of {fn}() has no array `{local}`: cannot tell how many words each "
+                           "writer's stack array holds (TLD_STACK_WORDS); is the kernel built with DWARF and "
+                           "does lib/test_livedump.c still publish such an array in tld_stack_words[]?")
+
+
+def vmalloc_pages(prog, addr: int) -> int:
+    """TLD_VMALLOC_PAGES: the pages of the vmalloc area at ``addr`` (tld_vsweep), from its vm_struct."""
+    from drgn.helpers.linux.mm import find_vmap_area
+
+    try:
+        va = find_vmap_area(prog, addr)
+        vm = va.vm if va else None
+        pages = int(vm.nr_pages) if vm else 0
+    except (LookupError, AttributeError) as e:  # a kernel whose vmalloc structures drgn cannot read
+        raise ConsistencyError(f"cannot read the vmalloc area of tld_vsweep ({addr:#x}): {e}") from None
+    if not pages or int(va.va_start) != addr:
+        raise ConsistencyError(f"tld_vsweep ({addr:#x}) is not the start of a vmalloc area in the dump: "
+                               "cannot tell how many pages the vmalloc sweep has (TLD_VMALLOC_PAGES)")
+    return pages
+
+
+def torture_sizes(prog, vsweep: int) -> TortureSizes:
+    """Both sizes; vmalloc_pages is 0 when the load has no vmalloc sweep (tld_vsweep NULL)."""
+    return TortureSizes(vmalloc_pages=vmalloc_pages(prog, vsweep) if vsweep else 0, stack_words=stack_words(prog))
+
+
 def _spin_locked(lock) -> bool:
     """A spinlock_t (qspinlock) is held when its value word is non-zero."""
     return int(lock.rlock.raw_lock.val.counter) != 0
@@ -299,7 +358,9 @@ def _sweep_pages(mem: _Memory, addrs: Iterable[int]) -> list[tuple[int, int, int
     return [(a, mem.word(a), mem.word(a + PAGE_SIZE - 8)) for a in addrs]
 
 
-def read_and_check(dump: Path, vmlinux: Path) -> Report:
+def read_and_check(dump: Path, vmlinux: Path, *, sizes: TortureSizes | None = None) -> Report:
+    """Read the torture state out of dump and judge it. sizes: the torture sizes as known (tests);
+    default: read from the kernel's debug info and the dump (:func:`torture_sizes`)."""
     import drgn
     from drgn.helpers.linux.cpumask import for_each_possible_cpu
     from drgn.helpers.linux.percpu import per_cpu
@@ -325,9 +386,11 @@ def read_and_check(dump: Path, vmlinux: Path) -> Report:
                                          _sweep_pages(mem, [int(p) for p in sweep if int(p)])))
 
         vsweep = int(_var(prog, "tld_vsweep"))
+        if sizes is None:
+            sizes = torture_sizes(prog, vsweep)
         findings.append(sweep_violations(
             "sweep (vmalloc)",
-            _sweep_pages(mem, [vsweep + i * PAGE_SIZE for i in range(TLD_VMALLOC_PAGES)] if vsweep else []),
+            _sweep_pages(mem, [vsweep + i * PAGE_SIZE for i in range(sizes.vmalloc_pages)] if vsweep else []),
             known_gap="writes through vmalloc mappings are not trapped: only the direct map is write-protected"))
 
         a, b = int(_var(prog, "tld_pair_a")), int(_var(prog, "tld_pair_b"))
@@ -350,7 +413,7 @@ def read_and_check(dump: Path, vmlinux: Path) -> Report:
             if not base:
                 continue
             gap = "" if mem.in_direct_map(base) else "the stack is a vmap'd alias (VMAP_STACK): not write-protected"
-            findings.append(words_sweep_violations(f"kthread stack {i}", base, mem.words(base, TLD_STACK_WORDS),
+            findings.append(words_sweep_violations(f"kthread stack {i}", base, mem.words(base, sizes.stack_words),
                                                    known_gap=gap))
 
         ia, ib = int(_var(prog, "tld_irq_a")), int(_var(prog, "tld_irq_b"))

@@ -4,10 +4,16 @@ copies taken over time (what a dump without write protection is) must be caught.
 from __future__ import annotations
 
 import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from harness import consistency as cc
+from harness.settings import LOCK_FILE, Paths
+from harness.source import load_lock
 
 N = 64
 BASE = 0xFFFF888001000000
@@ -168,3 +174,101 @@ def test_counters_that_never_moved_are_not_exercised():
     assert cc.sweep_violations("sweep", sweep_state(2 * N + 3)).checked == N
     assert cc.words_sweep_violations("stack", BASE, [0] * 16).checked == 0
     assert cc.words_sweep_violations("stack", BASE, [3] * 16).checked == 16
+
+
+# --- the torture sizes: read from the kernel, not copied from lib/test_livedump.c ---------------------------
+
+# Resolved at import: the unit tests' autouse fixture points HOME at a temporary directory.
+_LOCK = load_lock(LOCK_FILE)
+_BUILT_VMLINUX = Paths.from_env().builds / f"{_LOCK.name}-base+livedump" / "vmlinux"
+_TORTURE_SOURCE = Paths.from_env().trees / _LOCK.name / "lib" / "test_livedump.c"
+
+
+def _debug_info_only(vmlinux: Path):
+    """A drgn program with vmlinux's debug info and no memory: types, symbols and scopes only."""
+    import drgn
+
+    prog = drgn.Program(drgn.host_platform)
+    module = prog.extra_module(str(vmlinux), create=True)
+    module.address_range = (0xFFFFFFFF81000000, 0xFFFFFFFFFFFFFFFF)  # __START_KERNEL_map + 16 MiB: bias 0
+    module.try_file(str(vmlinux), force=True)
+    return prog
+
+
+def test_stack_words_come_from_the_built_kernels_debug_info():
+    """The real vmlinux, when a build exists: the bound of tld_writer_fn()'s words[] is TLD_STACK_WORDS."""
+    if not _BUILT_VMLINUX.is_file():
+        pytest.skip(f"no built kernel at {_BUILT_VMLINUX} (python -m harness build makes it)")
+    words = cc.stack_words(_debug_info_only(_BUILT_VMLINUX))
+    if _TORTURE_SOURCE.is_file():
+        # The module's own #define, when its source is at hand: the debug info must agree with it.
+        define = re.search(r"^#define\s+TLD_STACK_WORDS\s+(\d+)", _TORTURE_SOURCE.read_text(), re.M)
+        assert define is not None, f"no TLD_STACK_WORDS in {_TORTURE_SOURCE}"
+        assert words == int(define.group(1))
+    else:
+        assert words > 0
+
+
+@dataclass
+class _Frame:
+    name: str | None
+    local_types: dict
+
+    def __getitem__(self, name):
+        return SimpleNamespace(type_=self.local_types[name])
+
+
+class _FakeProg:
+    """What stack_words() asks of a drgn program: a symbol and the frames at a pc."""
+
+    def __init__(self, frames: list[_Frame], symbol: bool = True):
+        self.frames, self.has_symbol = frames, symbol
+
+    def symbol(self, name):
+        if not self.has_symbol:
+            raise LookupError(name)
+        return SimpleNamespace(address=0x1000, size=0x200)
+
+    def stack_trace_from_pcs(self, pcs):
+        return self.frames
+
+
+def _array(length):
+    return SimpleNamespace(kind=SimpleNamespace(name="ARRAY"), length=length)
+
+
+def test_stack_words_reads_the_bound_of_the_writers_array_through_inlined_frames():
+    frames = [_Frame("tld_update_pair", {}), _Frame("tld_writer_fn", {"words": _array(96)})]
+    assert cc.stack_words(_FakeProg(frames)) == 96
+
+
+@pytest.mark.parametrize("prog, expected", [
+    (_FakeProg([], symbol=False), "no `tld_writer_fn`"),
+    (_FakeProg([_Frame("tld_writer_fn", {"gen": _array(1)})]), "has no array `words`"),
+    (_FakeProg([_Frame("tld_writer_fn", {"words": SimpleNamespace(kind=SimpleNamespace(name="POINTER"))})]),
+     "has no array `words`"),
+])
+def test_stack_words_without_the_array_in_the_debug_info_is_a_clear_error(prog, expected):
+    with pytest.raises(cc.ConsistencyError, match=re.escape(expected)) as e:
+        cc.stack_words(prog)
+    assert e.value.exit_code == 2  # "cannot check", not "torn"
+
+
+@pytest.mark.parametrize("area, expected", [
+    (SimpleNamespace(va_start=0x5000, vm=SimpleNamespace(nr_pages=64)), 64),
+    (SimpleNamespace(va_start=0x5000, vm=SimpleNamespace(nr_pages=3)), 3),
+])
+def test_vmalloc_pages_are_the_areas_own_page_count(monkeypatch, area, expected):
+    monkeypatch.setattr("drgn.helpers.linux.mm.find_vmap_area", lambda prog, addr: area)
+    assert cc.vmalloc_pages(object(), 0x5000) == expected
+
+
+@pytest.mark.parametrize("area", [
+    None,  # no vmalloc area holds the address
+    SimpleNamespace(va_start=0x4000, vm=SimpleNamespace(nr_pages=64)),  # inside an area, not its start
+    SimpleNamespace(va_start=0x5000, vm=None),  # an area without a vm_struct (vm_map_ram)
+])
+def test_vmalloc_pages_fail_clearly_when_the_dump_has_no_such_area(monkeypatch, area):
+    monkeypatch.setattr("drgn.helpers.linux.mm.find_vmap_area", lambda prog, addr: area)
+    with pytest.raises(cc.ConsistencyError, match="TLD_VMALLOC_PAGES|vmalloc area"):
+        cc.vmalloc_pages(object(), 0x5000)
