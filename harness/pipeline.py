@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import build as build_mod
@@ -49,6 +49,33 @@ class Pipeline:
         self._tree: Path | None = None
         self._build: build_mod.BuildResult | None = None
         self._accel: qemu.AccelChoice | None = None
+
+    # -- derived pipelines -----------------------------------------------
+    # A session that builds or boots several kernels (bisect) probes KVM once: the probe boots a guest.
+    def for_tree(self, kernel_src: Path | None, *, run: Run | None = None,
+                 runner: Runner | None = None) -> Pipeline:
+        """A pipeline for another kernel tree (None: the pinned source with the series), with these options,
+        paths and accelerator choice; into this run unless given one (then with its own runner)."""
+        if run is None:
+            run, runner = self.run, runner or self.runner
+        derived = Pipeline(run, replace(self.options, kernel_src=kernel_src), paths=self.paths, runner=runner)
+        derived._share_accel(self._accel)
+        return derived
+
+    def for_run(self, run: Run) -> Pipeline:
+        """The same kernel (tree, build, accelerator) with its own run directory: another boot's logs and
+        disks, e.g. a second try of a test."""
+        derived = Pipeline(run, self.options, paths=self.paths, runner=self.runner)
+        derived._tree, derived._build = self._tree, self._build
+        derived._share_accel(self._accel)
+        return derived
+
+    def _share_accel(self, choice: qemu.AccelChoice | None) -> None:
+        if choice is None or self._accel is not None:
+            return
+        self._accel = choice
+        if "accel" not in self.run.facts:  # a run shared with the pipeline that probed has the probe's own words
+            self.run.facts["accel"] = {"used": choice.accel, "why": choice.reason + " (probed earlier in this session)"}
 
     # -- source and tree -------------------------------------------------
     def lock(self) -> source.Lock:

@@ -16,6 +16,7 @@ import pytest
 from harness import bisect as b
 from harness import cli
 from harness import pipeline as pipeline_mod
+from harness.bisect import cli as bisect_cli
 from harness.errors import BuildError, GuestCrashed, GuestTimeout, HarnessError, ToolMissing
 from harness.runner import Runner
 
@@ -539,8 +540,8 @@ def fakes(monkeypatch):
         made["tester"] = FakeTester(made["builder"].tree)
         return made["tester"]
 
-    monkeypatch.setattr(b, "PipelineBuilder", builder)
-    monkeypatch.setattr(b, "PipelineTester", tester)
+    monkeypatch.setattr(bisect_cli, "PipelineBuilder", builder)
+    monkeypatch.setattr(bisect_cli, "PipelineTester", tester)
     return made
 
 
