@@ -54,8 +54,14 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="more QEMU arguments, shell-split, after the harness's own; repeatable (e.g. '-d int')")
 
 
+def program_name(argv0: str) -> str:
+    """How the user called us, for usage lines: ``python -m harness`` or the ``livedump-harness`` script."""
+    name = Path(argv0).name
+    return "python -m harness" if name in ("__main__.py", "") else name
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name(sys.argv[0]), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
