@@ -4,6 +4,7 @@ into the :class:`~.engine.Bisector`."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -31,9 +32,20 @@ def add_arguments(p) -> None:
     g.add_argument("--bad", metavar="REF", help="a commit where the test fails; series mode: default the last patch")
     g.add_argument("--type", choices=("build", "boot", "test"), default="test",
                    help="which stage's failure is 'bad'; earlier stages' failures are skips (default: %(default)s)")
-    g.add_argument("--test", choices=tuple(GUEST_TESTS), default="drgn",
-                   help="guest test: drgn (one dump under load read back by drgn), dump (the end-to-end test: "
-                   "drgn and crash), boot (default: %(default)s)")
+    what = g.add_mutually_exclusive_group()
+    what.add_argument("--test", choices=tuple(GUEST_TESTS), default="drgn",
+                      help="guest test: drgn (one dump under load read back by drgn), dump (the end-to-end test: "
+                      "drgn and crash), consistency (one dump under the test_livedump torture load, judged by "
+                      "the consistency checker: which commit made dumps torn?), boot (default: %(default)s)")
+    what.add_argument("--guest-cmd", metavar="CMD",
+                      help="your own test instead: run CMD in the booted guest's shell; exit 0 good, 125 skip, "
+                      "anything else bad (/dev/vdb is a dump target as big as guest RAM)")
+    what.add_argument("--dump-check", type=Path, metavar="SCRIPT",
+                      help="your own test instead: take one dump under load, then run SCRIPT DUMP VMLINUX on the "
+                      "host (a .py under the harness's Python, which has drgn; env: LIVEDUMP_DUMP, "
+                      "LIVEDUMP_VMLINUX, LIVEDUMP_RELEASE, LIVEDUMP_CPUS, LIVEDUMP_REASON, "
+                      "LIVEDUMP_MARKER_BEFORE/AFTER, LIVEDUMP_STEP_DIR); exit 0 good, 125 skip, 1-127 bad, "
+                      "128 and up abort, as for git bisect run")
     g.add_argument("--tries", type=int, default=1, metavar="N", help="run the test N times per step")
     g.add_argument("--flaky-is-bad", action="store_true",
                    help="with --tries: a step that fails some tries is bad (default: skipped as inconclusive)")
@@ -60,6 +72,7 @@ def command(p: Pipeline, args) -> int:
         raise HarnessError("bisect", "bisect has no --dry-run: every step builds and boots")
     if args.tries < 1:
         raise HarnessError("bisect", "--tries must be at least 1")
+    script = dump_check_script(args)
     names: dict[str, str] = {}
     if args.series is not None:
         if args.step or args.replay:
@@ -89,7 +102,7 @@ def command(p: Pipeline, args) -> int:
         apply = args.apply_series
     options = dataclasses.replace(p.options, kernel_src=tree)
     builder = PipelineBuilder(tree, options, p.paths, p.runner, series=series, apply=apply, say=say)
-    tester: Tester = (ManualTester(say=say) if args.manual else PipelineTester(args.test, kind=args.type, say=say))
+    tester = make_tester(args, script)
     config = Config(good=good, bad=bad_ref, type=args.type, tries=args.tries, reverse=args.reverse,
                     check_endpoints=args.check_endpoints, replay=args.replay, flaky_is_bad=args.flaky_is_bad,
                     compare_parent=not args.no_compare_parent)
@@ -119,6 +132,27 @@ def command(p: Pipeline, args) -> int:
     if outcome.status == "aborted":
         raise HarnessError("bisect", f"aborted: {outcome.reason}", exit_code=Kind.ABORT.value)
     return outcome.exit_code
+
+
+def dump_check_script(args) -> Path | None:
+    """--dump-check SCRIPT as an absolute path (it runs in each step's directory), refused before any build
+    when it cannot run, or when --manual asks the user instead."""
+    if args.manual and (args.guest_cmd is not None or args.dump_check is not None):
+        raise HarnessError("bisect", "--manual asks you for each verdict: it takes no --guest-cmd or --dump-check")
+    if args.dump_check is None:
+        return None
+    script = args.dump_check.resolve()
+    if not script.is_file() or not os.access(script, os.R_OK if script.suffix == ".py" else os.X_OK):
+        raise HarnessError("bisect", f"--dump-check {args.dump_check}: not an executable file (chmod +x it, "
+                           "or name a Python script *.py)")
+    return script
+
+
+def make_tester(args, script: Path | None) -> Tester:
+    """--manual, or a guest test: --test NAME, --guest-cmd CMD or --dump-check SCRIPT."""
+    if args.manual:
+        return ManualTester(say=say)
+    return PipelineTester(args.test, kind=args.type, guest_cmd=args.guest_cmd, dump_check=script, say=say)
 
 
 def drop_disk_images(result: StepResult) -> None:

@@ -3,8 +3,13 @@ or untestable. Errors they raise are mapped to outcomes by :class:`~.testers.Pip
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .. import consistency, e2e, validate
 from .. import dump as dump_mod
-from .. import e2e, validate
 from ..pipeline import Pipeline
 from .verdict import Test, TestOutcome
 
@@ -70,3 +75,104 @@ def drgn(p: Pipeline) -> TestOutcome:
     if view.nr_prstatus != p.options.smp:
         problems.append(f"{view.nr_prstatus} NT_PRSTATUS notes for {p.options.smp} CPUs")
     return TestOutcome(Test.FAILED, "; ".join(problems)) if problems else TestOutcome(Test.PASSED)
+
+
+def torture_consistency(p: Pipeline) -> TestOutcome:
+    """``--test consistency``: one dump under lib/test_livedump.c's writers and the consistency checker only,
+    the verdict make test-qemu gives such a dump: which commit made dumps torn?"""
+    if not has_livedump(p):
+        return NO_LIVEDUMP
+    kernel = p.build()
+    disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
+    with p.boot(disks) as console:
+        if console.run("command -v livedump").status != 0:
+            return TestOutcome(Test.UNTESTABLE, "the guest has no livedump tool")
+        if not dump_mod.has_torture(console):
+            return TestOutcome(Test.UNTESTABLE, "this kernel has no test_livedump (CONFIG_TEST_LIVEDUMP)")
+        dump_mod.torture(console, True)
+        taken = dump_mod.dump(console, dump_mod.DUMP_TARGET, reason="bisect consistency",
+                              timeout=p.options.timeouts.command)
+        dump_mod.torture(console, False)
+    if taken.result.status != 0:
+        return TestOutcome(Test.FAILED, f"livedump dump under test_livedump exited {taken.result.status}")
+    report = consistency.read_and_check(dump_mod.dump_image(disks), kernel.vmlinux)
+    p.run.path("consistency.txt").write_text(report.text() + "\n")
+    problems = consistency.protected_dump_problems(report, taken.status)
+    return TestOutcome(Test.FAILED, "; ".join(problems)) if problems else TestOutcome(Test.PASSED)
+
+
+SKIP_STATUS = 125  # `git bisect run`'s "cannot test this commit"
+FIRST_ABORT_STATUS = 128  # `git bisect run` stops at 128 and above (and a script killed by a signal)
+
+
+def guest_command(p: Pipeline, command: str) -> TestOutcome:
+    """``--guest-cmd CMD``: the developer's own test, run by the guest's shell. The guest has the usual disks:
+    /dev/vda a scratch disk, /dev/vdb a dump target as big as its RAM (``livedump dump /dev/vdb`` works)."""
+    disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
+    with p.boot(disks) as console:
+        result = console.run(command, timeout=p.options.timeouts.run)
+    p.run.path("guest-cmd.log").write_text(f"$ {command}\n{result.output}\nexit status {result.status}\n")
+    what = f"guest command exited {result.status}"
+    if result.status == 0:
+        return TestOutcome(Test.PASSED)
+    if result.status == SKIP_STATUS:
+        return TestOutcome(Test.UNTESTABLE, f"{what} (skip)")
+    # In the guest every other status is the kernel's doing, a process killed by a signal (128+N) included.
+    return TestOutcome(Test.FAILED, f"{what}: {_last_line(result.output)}")
+
+
+def dump_check_argv(script: Path, image: Path, vmlinux: Path) -> list[str]:
+    """A Python script runs under the harness's interpreter, which has drgn; anything else runs as it is."""
+    head = [sys.executable] if script.suffix == ".py" else []
+    return [*head, str(script), str(image), str(vmlinux)]
+
+
+def dump_check_env(image: Path, vmlinux: Path, release: str, cpus: int, taken: dump_mod.DumpRun,
+                   step_dir: Path) -> dict[str, str]:
+    """What the script gets besides its two arguments (README, Bisect, lists them)."""
+    assert taken.markers is not None
+    return {"LIVEDUMP_DUMP": str(image), "LIVEDUMP_VMLINUX": str(vmlinux), "LIVEDUMP_RELEASE": release,
+            "LIVEDUMP_CPUS": str(cpus), "LIVEDUMP_REASON": taken.reason,
+            "LIVEDUMP_MARKER_BEFORE": taken.markers.before, "LIVEDUMP_MARKER_AFTER": taken.markers.after,
+            "LIVEDUMP_STEP_DIR": str(step_dir)}
+
+
+def dump_check(p: Pipeline, script: Path) -> TestOutcome:
+    """``--dump-check SCRIPT``: one dump under load (as ``--test drgn`` takes it), judged by the developer's
+    script on the host: ``SCRIPT DUMP VMLINUX``; its exit status is the verdict as for ``git bisect run``."""
+    if not has_livedump(p):
+        return NO_LIVEDUMP
+    kernel = p.build()
+    disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
+    with p.boot(disks) as console:
+        if console.run("command -v livedump").status != 0:
+            return TestOutcome(Test.UNTESTABLE, "the guest has no livedump tool")
+        dump_mod.start_load(console)
+        taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, timeout=p.options.timeouts.command)
+        dump_mod.stop_load(console)
+    if taken.result.status != 0:
+        return TestOutcome(Test.FAILED, f"livedump dump exited {taken.result.status}")
+    image = dump_mod.dump_image(disks)
+    argv = dump_check_argv(script, image, kernel.vmlinux)
+    env = dump_check_env(image, kernel.vmlinux, kernel.release, p.options.smp, taken, p.run.directory)
+    p.runner.record(argv, cwd=p.run.directory, env=env, mutates=False)
+    log = p.run.path("dump-check.log")
+    try:
+        with open(log, "w") as out:
+            status = subprocess.run(argv, cwd=p.run.directory, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, timeout=p.options.timeouts.run).returncode
+    except subprocess.TimeoutExpired:  # no exit status, so no verdict: stop rather than guess
+        return TestOutcome(Test.INFRA, f"{script.name} ran longer than {p.options.timeouts.run:.0f}s (see {log})")
+    what = f"{script.name} exited {status}"
+    if status == 0:
+        return TestOutcome(Test.PASSED)
+    if status == SKIP_STATUS:
+        return TestOutcome(Test.UNTESTABLE, f"{what} (skip)")
+    if status < 0 or status >= FIRST_ABORT_STATUS:
+        return TestOutcome(Test.INFRA, f"{what}: 128 and above (or a signal) stop the bisect, as in git bisect run")
+    return TestOutcome(Test.FAILED, f"{what}: {_last_line(log.read_text(errors='replace'))}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip()[:200] if lines else "(no output)"

@@ -9,20 +9,34 @@ from pathlib import Path
 
 from ..artifacts import Run
 from ..errors import GuestCrashed, GuestTimeout, HarnessError, ToolMissing
+from ..pipeline import Pipeline
 from . import guest_tests
 from .verdict import BuildOutcome, Test, TestOutcome
 
-GUEST_TESTS: dict[str, Callable] = {"drgn": guest_tests.drgn, "dump": guest_tests.end_to_end,
-                                    "boot": guest_tests.boot}
+# --test NAME: each takes the step's Pipeline (see guest_tests).
+GUEST_TESTS: dict[str, Callable[[Pipeline], TestOutcome]] = {
+    "drgn": guest_tests.drgn, "dump": guest_tests.end_to_end, "consistency": guest_tests.torture_consistency,
+    "boot": guest_tests.boot}
+# The tests a developer brings: --guest-cmd CMD and --dump-check SCRIPT (they replace --test).
+GUEST_CMD = "guest-cmd"
+DUMP_CHECK = "dump-check"
 
 
 class PipelineTester:
     """Boots the step's kernel and runs a guest test through the harness."""
 
-    def __init__(self, name: str = "drgn", *, kind: str = "test", say: Callable[[str], None] = lambda msg: None):
+    def __init__(self, name: str = "drgn", *, kind: str = "test", guest_cmd: str | None = None,
+                 dump_check: Path | None = None, say: Callable[[str], None] = lambda msg: None):
         if name not in GUEST_TESTS:
             raise HarnessError("bisect", f"unknown --test {name!r}; choose from {', '.join(GUEST_TESTS)}")
-        self.name = "boot" if kind == "boot" else name
+        if guest_cmd is not None and dump_check is not None:
+            raise HarnessError("bisect", "give --guest-cmd or --dump-check, not both")
+        own = GUEST_CMD if guest_cmd is not None else DUMP_CHECK if dump_check is not None else None
+        if own and kind != "test":
+            raise HarnessError("bisect", f"--{own} is a guest test: it needs --type test, not --type {kind}")
+        self.name = own or ("boot" if kind == "boot" else name)
+        self.guest_cmd = guest_cmd
+        self.dump_check = dump_check
         self.say = say
 
     def test(self, build: BuildOutcome, step_dir: Path, attempt: int) -> TestOutcome:
@@ -52,7 +66,11 @@ class PipelineTester:
         run.finish(outcome.status.value, outcome.reason or None)
         return outcome
 
-    def _run(self, p) -> TestOutcome:
+    def _run(self, p: Pipeline) -> TestOutcome:
+        if self.guest_cmd is not None:
+            return guest_tests.guest_command(p, self.guest_cmd)
+        if self.dump_check is not None:
+            return guest_tests.dump_check(p, self.dump_check)
         return GUEST_TESTS[self.name](p)
 
 

@@ -536,8 +536,9 @@ def fakes(monkeypatch):
         made["builder_kw"] = kw
         return made["builder"]
 
-    def tester(name, *, kind="test", say=None):
+    def tester(name="drgn", **kw):
         made["tester"] = FakeTester(made["builder"].tree)
+        made["tester_args"] = {"name": name, **kw}
         return made["tester"]
 
     monkeypatch.setattr(bisect_cli, "PipelineBuilder", builder)
