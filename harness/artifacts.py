@@ -2,6 +2,7 @@
 
 Layout of one run directory::
 
+    harness.log      everything the harness said, timestamped, debug lines too (harness/log.py)
     commands.sh      every host command, shell-quoted, in order
     config           the .config the kernel was built with
     build.log        output of make

@@ -16,10 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import log as hlog
 from .errors import BuildError, ToolMissing
 from .runner import Runner
 
 STAMP = ".livedump-build-key"
+DURATION = ".livedump-build-seconds"  # how long the last good build in this directory took
+# What a person is told before a first build of the default fragments (measured on this project's host).
+FIRST_BUILD_ESTIMATE = "about 3–4 min on 2 cores"
 # Fixed build metadata: the same inputs give the same image, and changing
 # the wall clock does not relink the kernel.
 REPRODUCIBLE_ENV = {
@@ -29,6 +33,7 @@ REPRODUCIBLE_ENV = {
 }
 REQUIRED_TOOLS = {"make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
                   "perl": "perl", "cpio": "cpio"}
+_TARGET_LINE = re.compile(r"^\s+([A-Z][A-Z0-9_]*)\s+(\S+)")  # kbuild's "  CC      mm/memory.o"
 _ERROR_LINE = re.compile(r"(error:|Error \d+|undefined reference|No rule to make target|fatal error)")
 
 
@@ -66,6 +71,41 @@ def first_errors(log_text: str, limit: int = 12) -> list[str]:
     return (picked or lines[-limit:])[:limit]
 
 
+def release_of(src: Path, config: Path) -> str:
+    """The release a build of src with config will have, before it exists: 6.1.192-livedump; without a
+    kernel Makefile, the tree's name."""
+    head: dict[str, str] = {}
+    makefile = src / "Makefile"
+    for line in (makefile.read_text(errors="replace") if makefile.is_file() else "").splitlines()[:20]:
+        m = re.match(r"(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=\s*(\S*)", line)
+        if m:
+            head.setdefault(m[1], m[2])
+    local = re.search(r'^CONFIG_LOCALVERSION="([^"]*)"', config.read_text(errors="replace") if config.is_file() else "",
+                      re.M)
+    if "VERSION" not in head:
+        return src.name
+    release = ".".join(head.get(k, "?") for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
+    return release + head.get("EXTRAVERSION", "") + (local[1] if local else "")
+
+
+def build_estimate(build_dir: Path) -> str:
+    """What to expect: the last build here, or a first build's usual time."""
+    try:
+        return f"the last build here took {hlog.elapsed(float((build_dir / DURATION).read_text()))}"
+    except (OSError, ValueError):
+        pass
+    if (build_dir / "vmlinux").is_file():
+        return "incremental"
+    return f"a first build, {FIRST_BUILD_ESTIMATE}"
+
+
+def build_progress(log: Path) -> str:
+    """How far make is: lines written and the last target it named."""
+    lines = log.read_text(errors="replace").splitlines()
+    last = next((f"{m[1]} {m[2]}" for line in reversed(lines) if (m := _TARGET_LINE.match(line))), "")
+    return f"{len(lines)} lines of make output" + (f", last: {last}" if last else "")
+
+
 def result_for(build_dir: Path, rebuilt: bool) -> BuildResult:
     release_file = build_dir / "include" / "config" / "kernel.release"
     release = release_file.read_text().strip() if release_file.is_file() else ""
@@ -74,7 +114,7 @@ def result_for(build_dir: Path, rebuilt: bool) -> BuildResult:
 
 
 def build(src: Path, build_dir: Path, key: str, runner: Runner, log: Path, *, jobs: int | None = None,
-          mvars: dict[str, str] | None = None) -> BuildResult:
+          mvars: dict[str, str] | None = None, progress_every: float = hlog.PROGRESS_EVERY) -> BuildResult:
     for tool, package in REQUIRED_TOOLS.items():
         if shutil.which(tool) is None:
             raise ToolMissing("build", tool, package)
@@ -88,8 +128,11 @@ def build(src: Path, build_dir: Path, key: str, runner: Runner, log: Path, *, jo
             "bzImage", "headers"]
     log.parent.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
+    release = release_of(src, build_dir / ".config")
+    if not runner.dry_run:
+        hlog.info(f"building {release} ({build_estimate(build_dir)}, make -j{jobs}), log: {log}")
     start = time.monotonic()
-    with open(log, "w") as f:
+    with open(log, "w") as f, hlog.progress(f"building {release}", lambda: build_progress(log), every=progress_every):
         r = runner.run(argv, env=REPRODUCIBLE_ENV, check=False, stdout=f, stderr=f)
     if runner.dry_run:
         return done
@@ -100,4 +143,7 @@ def build(src: Path, build_dir: Path, key: str, runner: Runner, log: Path, *, jo
         raise BuildError(f"make failed (exit {r.returncode}) after {time.monotonic() - start:.0f}s; full log: {log}",
                          detail=errors)
     stamp.write_text(key + "\n")
+    seconds = time.monotonic() - start
+    (build_dir / DURATION).write_text(f"{seconds:.1f}\n")
+    hlog.info(f"built {release} in {hlog.elapsed(seconds)}")
     return result_for(build_dir, rebuilt=True)

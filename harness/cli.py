@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import bench as bench_mod
 from . import bisect as bisect_mod
-from . import consistency, e2e
+from . import consistency, e2e, log
 from . import extract as extract_mod
 from . import faults as faults_mod
 from . import fuzz as fuzz_mod
@@ -257,15 +257,27 @@ COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, 
 
 
 def report(error: HarnessError) -> None:
-    print(f"harness: {error.stage}: {error.message}", file=sys.stderr)
+    log.error(f"{error.stage}: {error.message}")
     if error.detail:
+        # The detail as it is (compiler errors, console lines), under the timestamped line; harness.log too.
         print(textwrap.indent(error.detail.rstrip(), "    "), file=sys.stderr)
+        log.debug("detail:\n" + textwrap.indent(error.detail.rstrip(), "    "))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = Paths.from_env()
     run = Run.create(args.artifacts or paths.artifacts, args.command)
+    log.console()
+    log.to_run_directory(run.directory)
+    log.debug(f"{program_name(sys.argv[0])} {shlex.join(sys.argv[1:] if argv is None else argv)}")
+    try:
+        return _main(args, run, paths)
+    finally:
+        log.close_run_log()
+
+
+def _main(args: argparse.Namespace, run: Run, paths: Paths) -> int:
     runner = Runner(log_path=run.commands_log, verbose=args.verbose, dry_run=args.dry_run)
     try:
         pipeline = Pipeline(run, options_from(args), paths=paths, runner=runner)
@@ -277,16 +289,16 @@ def main(argv: list[str] | None = None) -> int:
                              exit_code=HarnessError.INFRA)
         report(error)
         run.finish("error", f"host: {error.message}")
-        print(f"harness: artifacts in {run.directory}", file=sys.stderr)
+        log.info(f"artifacts in {run.directory}")
         return error.exit_code
     except HarnessError as e:
         report(e)
         run.finish("error", f"{e.stage}: {e.message}")
-        print(f"harness: artifacts in {run.directory}", file=sys.stderr)
+        log.info(f"artifacts in {run.directory}")
         return e.exit_code
     except KeyboardInterrupt:
         run.finish("interrupted")
-        print("harness: interrupted", file=sys.stderr)
+        log.error("interrupted")
         return 130
     run.finish("pass" if status == 0 else "fail")
     return status

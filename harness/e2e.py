@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from . import consistency, validate
 from . import dump as dump_mod
 from .errors import HarnessError
+from .log import progress
 from .pipeline import Pipeline, say
 
 # crash with crash-patches/livedump.so loaded (it repairs what crash 8.0.2 misreads on 6.1).
@@ -47,14 +48,17 @@ def dump_and_validate(p: Pipeline) -> Verdict:
         if console.run("command -v livedump").status != 0:
             raise HarnessError("test", "the guest has no livedump tool: is the series applied and "
                                "CONFIG_LIVEDUMP in the fragments?")
+        say(f"starting the load, then dumping {p.options.memory} of guest RAM to {dump_mod.DUMP_TARGET} "
+            f"({dump_mod.dump_image(disks).name})")
         dump_mod.start_load(console)
-        with p.run.stage("dump"):
+        with p.run.stage("dump"), progress("dumping"):
             taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET)
         dump_mod.stop_load(console)
         # One more dump while test_livedump rewrites its structures: is it one instant?
         if dump_mod.has_torture(console):
+            say(f"starting test_livedump's torture load, then dumping to {torture_target}")
             dump_mod.torture(console, True)
-            with p.run.stage("torture dump"):
+            with p.run.stage("torture dump"), progress("dumping under test_livedump"):
                 tortured = dump_mod.dump(console, torture_target, reason="make test-qemu torture")
             dump_mod.torture(console, False)
     p.run.facts["dump"] = {"exit": taken.result.status, "counters": taken.status, "output": taken.result.output}
@@ -66,7 +70,8 @@ def dump_and_validate(p: Pipeline) -> Verdict:
         f"COW faults: {taken.status.get('cow_faults', '?')}, failed pages: {taken.status.get('failed_pages', '?')}")
     image = dump_mod.dump_image(disks)
 
-    with p.run.stage("drgn"):
+    say(f"reading {image.name} with drgn")
+    with p.run.stage("drgn"), progress("drgn"):
         view = validate.read_with_drgn(image, kernel.vmlinux)
     verdict.check("drgn: init_task.comm is swapper/0", view.init_comm == "swapper/0", view.init_comm)
     verdict.check("drgn: release is the built kernel's", view.release == kernel.release, view.release)
@@ -77,7 +82,8 @@ def dump_and_validate(p: Pipeline) -> Verdict:
     verdict.check("drgn: one NT_PRSTATUS per CPU", view.nr_prstatus == p.options.smp,
                   f"{view.nr_prstatus} notes for {p.options.smp} CPUs")
 
-    with p.run.stage("crash"):
+    say(f"reading {image.name} with crash and its livedump extension: {', '.join(CRASH_COMMANDS)}")
+    with p.run.stage("crash"), progress("crash"):
         extension = validate.build_crash_extension(p.run.path("crash-extension"))
         session = validate.run_crash(image, kernel.vmlinux, CRASH_COMMANDS, log=p.run.path("crash.log"),
                                      extension=extension)
@@ -114,14 +120,16 @@ def dump_and_validate(p: Pipeline) -> Verdict:
     elif tortured.result.status != 0:
         verdict.check("consistency: livedump dump under test_livedump exits 0", False, tortured.result.output[-300:])
     else:
-        with p.run.stage("consistency"):
+        say(f"checking the torture invariants in {disks[2].path.name}")
+        with p.run.stage("consistency"), progress("checking consistency"):
             report = consistency.read_and_check(disks[2].path, kernel.vmlinux)
         p.run.path("consistency.txt").write_text(report.text() + "\n")
         print(report.text())
         problems = consistency.protected_dump_problems(report, tortured.status)
         verdict.check("consistency: the dump under test_livedump holds every invariant", not problems,
                       "; ".join(problems) or f"0 violations, COW faults {tortured.status.get('cow_faults')}")
-    with p.run.stage("makedumpfile"):
+    say(f"compressing {image.name} with makedumpfile -c -d 31, then reading it with drgn")
+    with p.run.stage("makedumpfile"), progress("makedumpfile"):
         packed = validate.makedumpfile(image, p.run.path("dump0.kdump"))
         reread = validate.read_with_drgn(packed.path, kernel.vmlinux)
     verdict.check("makedumpfile -c -d 31: drgn reads the result", reread.release == kernel.release

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import build as build_mod
-from . import kconfig, locking, patches, qemu, rootfs, source
+from . import kconfig, locking, log, patches, qemu, rootfs, source
 from .artifacts import Run
 from .console import GuestConsole, Timeouts
 from .errors import HarnessError
@@ -37,7 +37,8 @@ class Options:
 
 
 def say(msg: str) -> None:
-    print(f"harness: {msg}", file=sys.stderr)
+    """Tell the person running the harness (stderr, timestamped) and the run's harness.log."""
+    log.info(msg)
 
 
 class Pipeline:
@@ -170,8 +171,10 @@ class Pipeline:
             say(f"no linux/livedump.h in {kernel.headers}: the guest gets no livedump tool")
         spec = rootfs.RootfsSpec(helpers=rootfs.default_helpers() + tool_helpers, scripts=tool_scripts,
                                  include_dirs=(kernel.headers,))
+        out = self.run.path("initramfs.cpio")
+        say(f"building the initramfs (busybox, the overlay, {len(spec.helpers)} static helpers with gcc): {out}")
         with self.run.stage("rootfs"):
-            out = rootfs.build(spec, self.run.path("initramfs.cpio"), self.runner)
+            out = rootfs.build(spec, out, self.runner)
         return out
 
     def accel(self, kernel: Path) -> qemu.AccelChoice:
@@ -203,9 +206,13 @@ class Pipeline:
         suffix = f"-{tag}" if tag else ""
         console = GuestConsole(argv, serial_log=self.run.path(f"serial{suffix}.log"),
                                stderr_log=self.run.path(f"qemu-stderr{suffix}.log"), timeouts=self.options.timeouts)
+        say(f"booting {self.build().release or 'the kernel'} ({config.accel}, {config.smp} CPUs, {config.memory}, "
+            f"up to {self.options.timeouts.boot:.0f}s), serial log: {self.run.path(f'serial{suffix}.log')}")
+        started = time.monotonic()
         try:
-            with self.run.stage("boot"):
+            with self.run.stage("boot"), log.progress("booting"):
                 release = console.wait_ready()
+            say(f"guest up after {log.elapsed(time.monotonic() - started)}")
         except BaseException:
             console.close()
             raise

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from . import log
 from .errors import HarnessError
 
 
@@ -38,6 +39,7 @@ class Runner:
     def record(self, argv: Sequence[str | os.PathLike], cwd: Path | None = None,
                env: Mapping[str, str] | None = None, *, mutates: bool = True) -> str:
         line = quote(argv, cwd, env)
+        log.debug(("would run: " if self.dry_run and mutates else "run: ") + line)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as f:

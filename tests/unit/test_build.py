@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,50 @@ def test_make_vars_uses_ccache_when_present(monkeypatch):
     monkeypatch.setattr(build.shutil, "which", lambda name: None)
     assert build.make_vars()["CC"] == "gcc"
 
+
+
+FAKE_MAKE_SLOW = """#!/bin/sh
+for a in "$@"; do case "$a" in O=*) out="${a#O=}";; esac; done
+for i in 1 2 3 4 5 6 7 8; do
+    echo "  CC      kernel/f$i.o"
+    sleep 0.1
+done
+mkdir -p "$out/arch/x86/boot" "$out/include/config"
+echo bzimage > "$out/arch/x86/boot/bzImage"
+echo vmlinux > "$out/vmlinux"
+"""
+
+
+def test_a_long_build_is_announced_and_reports_progress(tmp_path, fake_tools, runner, caplog):
+    """A make that takes a while: the announcement names release, estimate and log; progress lines follow
+    while it runs, each with the last target make named; the next build is estimated from this one."""
+    caplog.set_level("INFO", logger="harness")
+    fake_tools(FAKE_MAKE_SLOW)
+    src, out, log = tmp_path / "src", tmp_path / "out", tmp_path / "run" / "build.log"
+    src.mkdir()
+    (src / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\n")
+    out.mkdir()
+    (out / ".config").write_text('CONFIG_LOCALVERSION="-livedump"\n')
+    build.build(src, out, "key1", runner, log, jobs=2, progress_every=0.25)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == (f"building 6.1.192-livedump (a first build, {build.FIRST_BUILD_ESTIMATE}, make -j2), "
+                           f"log: {log}")
+    ticks = messages[1:-1]
+    assert len(ticks) >= 2, messages
+    counts = []
+    for tick in ticks:
+        m = re.fullmatch(r"building 6\.1\.192-livedump: 0s, (\d+) lines of make output, last: CC kernel/f(\d)\.o",
+                         tick)
+        assert m, tick
+        assert int(m[1]) == int(m[2])  # the count and the last target read from the same log
+        counts.append(int(m[1]))
+    assert counts == sorted(counts) and counts[0] < counts[-1]  # it moves
+    assert re.fullmatch(r"built 6\.1\.192-livedump in \ds", messages[-1])
+
+    caplog.clear()
+    build.build(src, out, "key2", runner, log, jobs=2, progress_every=10)
+    assert re.search(r"\(the last build here took \ds, make -j2\)", caplog.records[0].getMessage())
+
+
+def test_release_of_a_tree_without_a_kernel_makefile_is_its_name(tmp_path):
+    assert build.release_of(tmp_path / "mytree", tmp_path / ".config") == "mytree"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from harness.source import STAMP, Lock, write_lock
 
 from .conftest import lock_for
 
+TIMESTAMPED = re.compile(r"^harness: \d\d:\d\d:\d\d ")
 TEST_PACKAGE = "livedump-test-source"  # not installed anywhere: obtain() takes the .deb from the cache
 
 
@@ -35,7 +37,14 @@ def run_main(capsys, argv: list[str], artifacts: Path) -> tuple[int, list[str], 
     runs = [p for p in artifacts.iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(runs) == 1, runs
     result = json.loads((runs[0] / "result.json").read_text())
-    return code, captured.err.splitlines(), captured.out, result, runs[0]
+    return code, untimed(captured.err.splitlines()), captured.out, result, runs[0]
+
+
+def untimed(lines: list[str]) -> list[str]:
+    """The harness's stderr lines without their HH:MM:SS, which every line must have."""
+    for line in lines:
+        assert TIMESTAMPED.match(line), line
+    return [TIMESTAMPED.sub("harness: ", line) for line in lines]
 
 
 def fake_deb(cache: Path, tarball: Path, lock: Lock) -> Path:
@@ -128,7 +137,7 @@ def test_cli_subprocess_reports_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "harness", "run", "--artifacts", str(tmp_path / "arts")],
                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
-    lines = r.stderr.splitlines()
+    lines = untimed(r.stderr.splitlines())
     assert lines[0] == "harness: run: no command given: python -m harness run -- COMMAND"
     assert lines[1].startswith(f"harness: artifacts in {tmp_path / 'arts'}/")
     assert len(lines) == 2
