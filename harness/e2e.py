@@ -7,39 +7,48 @@ the guest was at the instant of the dump.
 
 from __future__ import annotations
 
-import re
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import consistency, validate
 from . import dump as dump_mod
+from . import dumpcheck, validate
+from .dumpcheck import Check
 from .errors import HarnessError
 from .log import progress
 from .pipeline import Pipeline, say
 
-# crash with crash-patches/livedump.so loaded (it repairs what crash 8.0.2 misreads on 6.1).
-# `vm` only on a kernel thread (kthreadd, pid 2): crash 8.0.2 cannot walk 6.1's maple tree.
-CRASH_COMMANDS = ["sys", "help -o", "ps", "log", "bt -a", "kmem -i", "kmem -s", "files 1", "vm 2", "livedump",
-                  "livedump -c"]
-
 
 @dataclass
-class Verdict:
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+class EndToEndChecks:
+    """Every check of one make test-qemu run, in order; each is said as it is made."""
+
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, check: Check) -> None:
+        self.checks.append(check)
+        say(f"{'ok  ' if check.ok else 'FAIL'} {check}")
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
-        self.checks.append((name, ok, detail))
-        say(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
+        self.add(Check(name, ok, detail))
 
     @property
     def failed(self) -> list[str]:
-        return [f"{name}: {detail}" if detail else name for name, ok, detail in self.checks if not ok]
+        return [str(c) for c in self.checks if not c.ok]
 
 
-def dump_and_validate(p: Pipeline) -> Verdict:
+@contextlib.contextmanager
+def _timed(p: Pipeline, name: str) -> Iterator[None]:
+    """A stage of the run (its time in result.json), with progress lines while it lasts."""
+    with p.run.stage(name), progress(name):
+        yield
+
+
+def dump_and_validate(p: Pipeline) -> EndToEndChecks:
     kernel = p.build()
     disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory), extra=("torture",))
     torture_target = dump_mod.GUEST_DISK_NAMES[2]
-    verdict = Verdict()
+    verdict = EndToEndChecks()
     tortured = None
     with p.boot(disks) as console:
         uname = console.run("uname -r", check=True).output.strip()
@@ -70,51 +79,13 @@ def dump_and_validate(p: Pipeline) -> Verdict:
         f"COW faults: {taken.status.get('cow_faults', '?')}, failed pages: {taken.status.get('failed_pages', '?')}")
     image = dump_mod.dump_image(disks)
 
-    say(f"reading {image.name} with drgn")
-    with p.run.stage("drgn"), progress("drgn"):
-        view = validate.read_with_drgn(image, kernel.vmlinux)
-    verdict.check("drgn: init_task.comm is swapper/0", view.init_comm == "swapper/0", view.init_comm)
-    verdict.check("drgn: release is the built kernel's", view.release == kernel.release, view.release)
-    loads = [pid for pid, comm in view.tasks if comm == dump_mod.LOAD_TASK]
-    verdict.check("drgn: the load's processes are in the task list", len(loads) >= 3, f"{len(loads)} ldload tasks")
-    verdict.check("drgn: marker A is in the printk buffer", taken.markers.before in view.log)
-    verdict.check("drgn: marker B is not", taken.markers.after not in view.log)
-    verdict.check("drgn: one NT_PRSTATUS per CPU", view.nr_prstatus == p.options.smp,
-                  f"{view.nr_prstatus} notes for {p.options.smp} CPUs")
-
-    say(f"reading {image.name} with crash and its livedump extension: {', '.join(CRASH_COMMANDS)}")
-    with p.run.stage("crash"), progress("crash"):
-        extension = validate.build_crash_extension(p.run.path("crash-extension"))
-        session = validate.run_crash(image, kernel.vmlinux, CRASH_COMMANDS, log=p.run.path("crash.log"),
-                                     extension=extension)
-    verdict.check("crash: sys shows the built release", validate.crash_release(session) == kernel.release,
-                  str(validate.crash_release(session)))
-    log = session.outputs.get("log", "")
-    verdict.check("crash: log has A and not B", taken.markers.before in log and taken.markers.after not in log)
-    pid_problem = validate.crash_pid_problem(session)
-    verdict.check("crash: struct pid read whole (extension loaded)", pid_problem is None, pid_problem or "")
-    verdict.check("crash: ps lists the load", dump_mod.LOAD_TASK in session.outputs.get("ps", ""))
-    # crash 8.0.2's stack-scanning unwinder may show a stale text address found at the saved rsp first.
-    traces = validate.crash_backtraces(session.outputs.get("bt -a", ""))
-    heads = [traces.get(cpu, [])[:2] for cpu in range(p.options.smp)]
-    verdict.check("crash: bt -a unwinds each CPU from its NT_PRSTATUS rip",
-                  len(view.stop_functions) == p.options.smp
-                  and all(f in h for f, h in zip(view.stop_functions, heads, strict=True)),
-                  f"first frames per CPU {heads}, rip symbols {view.stop_functions}")
-    unwound = validate.stop_trace_problems(view, p.options.smp)
-    verdict.check("drgn: each CPU's task unwinds from the stop instant", not unwound,
-                  "; ".join(unwound or [" < ".join(t[:3]) for t in view.stop_traces]))
-    reason = re.search(r"^\s+reason:\s+(.*)$", session.outputs.get("livedump", ""), re.M)
-    cow = re.search(r"^\s+COW faults:\s+(\d+)", session.outputs.get("livedump", ""), re.M)
-    verdict.check("crash: livedump shows the reason and counters the guest saw",
-                  bool(reason and cow) and reason.group(1) == taken.reason
-                  and int(cow.group(1)) == int(taken.status.get("cow_faults", -1)),
-                  f"reason {reason.group(1) if reason else None!r}, COW faults {cow.group(1) if cow else None}")
-    for cmd in CRASH_COMMANDS:
-        bad = session.failures(cmd)
-        verdict.check(f"crash: `{cmd}` reads without errors", not bad, "; ".join(bad[:3]))
-    verdict.check("crash: `livedump -c` says result: OK", session.livedump_check_ok(),
-                  session.outputs.get("livedump -c", "(no output)").strip()[-300:])
+    say(f"reading {image.name} with drgn, then with crash and its livedump extension: "
+        f"{', '.join(dumpcheck.CRASH_COMMANDS)}")
+    saw = dumpcheck.GuestSaw.of(taken, kernel.release, p.options.smp)
+    checked = dumpcheck.check_dump(image, kernel.vmlinux, saw, crash_dir=p.run.directory,
+                                   stage=lambda name: _timed(p, name))
+    for check in checked.checks:
+        verdict.add(check)
     if tortured is None:
         verdict.check("consistency: the kernel has test_livedump (CONFIG_TEST_LIVEDUMP)", False)
     elif tortured.result.status != 0:
@@ -122,12 +93,10 @@ def dump_and_validate(p: Pipeline) -> Verdict:
     else:
         say(f"checking the torture invariants in {disks[2].path.name}")
         with p.run.stage("consistency"), progress("checking consistency"):
-            report = consistency.read_and_check(disks[2].path, kernel.vmlinux)
-        p.run.path("consistency.txt").write_text(report.text() + "\n")
-        print(report.text())
-        problems = consistency.protected_dump_problems(report, tortured.status)
-        verdict.check("consistency: the dump under test_livedump holds every invariant", not problems,
-                      "; ".join(problems) or f"0 violations, COW faults {tortured.status.get('cow_faults')}")
+            torture = dumpcheck.check_torture_dump(disks[2].path, kernel.vmlinux, tortured.status)
+        p.run.path("consistency.txt").write_text(torture.report.text() + "\n")
+        print(torture.report.text())
+        verdict.add(torture.check)
     say(f"compressing {image.name} with makedumpfile -c -d 31, then reading it with drgn")
     with p.run.stage("makedumpfile"), progress("makedumpfile"):
         packed = validate.makedumpfile(image, p.run.path("dump0.kdump"))
@@ -135,5 +104,5 @@ def dump_and_validate(p: Pipeline) -> Verdict:
     verdict.check("makedumpfile -c -d 31: drgn reads the result", reread.release == kernel.release
                   and taken.markers.before in reread.log,
                   f"{packed.elf_bytes} -> {packed.kdump_bytes} bytes, ratio {packed.ratio:.4f}")
-    p.run.facts["checks"] = [{"name": n, "ok": ok, "detail": d} for n, ok, d in verdict.checks]
+    p.run.facts["checks"] = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in verdict.checks]
     return verdict

@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import consistency, e2e, validate
 from .. import dump as dump_mod
+from .. import dumpcheck, e2e
 from ..pipeline import Pipeline
 from .verdict import Test, TestOutcome
-
-MIN_LOAD_TASKS = 3  # start_load() starts three
 
 
 def has_livedump(p: Pipeline) -> bool:
@@ -58,23 +56,9 @@ def drgn(p: Pipeline) -> TestOutcome:
         dump_mod.stop_load(console)
     if taken.result.status != 0:
         return TestOutcome(Test.FAILED, f"livedump dump exited {taken.result.status}")
-    assert taken.markers is not None
-    view = validate.read_with_drgn(dump_mod.dump_image(disks), kernel.vmlinux)
-    problems = []
-    if view.init_comm != "swapper/0":
-        problems.append(f"init_task.comm is {view.init_comm!r}")
-    if view.release != kernel.release:
-        problems.append(f"release is {view.release!r}, the build is {kernel.release!r}")
-    loads = sum(comm == dump_mod.LOAD_TASK for _, comm in view.tasks)
-    if loads < MIN_LOAD_TASKS:
-        problems.append(f"{loads} {dump_mod.LOAD_TASK} tasks in the task list")
-    if taken.markers.before not in view.log:
-        problems.append("marker A is missing from the printk buffer")
-    if taken.markers.after in view.log:
-        problems.append("marker B (written after the dump) is in it")
-    if view.nr_prstatus != p.options.smp:
-        problems.append(f"{view.nr_prstatus} NT_PRSTATUS notes for {p.options.smp} CPUs")
-    return TestOutcome(Test.FAILED, "; ".join(problems)) if problems else TestOutcome(Test.PASSED)
+    saw = dumpcheck.GuestSaw.of(taken, kernel.release, p.options.smp)
+    verdict = dumpcheck.check_dump(dump_mod.dump_image(disks), kernel.vmlinux, saw)
+    return TestOutcome(Test.FAILED, "; ".join(verdict.failed)) if verdict.failed else TestOutcome(Test.PASSED)
 
 
 def torture_consistency(p: Pipeline) -> TestOutcome:
@@ -95,10 +79,9 @@ def torture_consistency(p: Pipeline) -> TestOutcome:
         dump_mod.torture(console, False)
     if taken.result.status != 0:
         return TestOutcome(Test.FAILED, f"livedump dump under test_livedump exited {taken.result.status}")
-    report = consistency.read_and_check(dump_mod.dump_image(disks), kernel.vmlinux)
-    p.run.path("consistency.txt").write_text(report.text() + "\n")
-    problems = consistency.protected_dump_problems(report, taken.status)
-    return TestOutcome(Test.FAILED, "; ".join(problems)) if problems else TestOutcome(Test.PASSED)
+    torture = dumpcheck.check_torture_dump(dump_mod.dump_image(disks), kernel.vmlinux, taken.status)
+    p.run.path("consistency.txt").write_text(torture.report.text() + "\n")
+    return TestOutcome(Test.PASSED) if torture.check.ok else TestOutcome(Test.FAILED, torture.check.detail)
 
 
 SKIP_STATUS = 125  # `git bisect run`'s "cannot test this commit"
