@@ -21,6 +21,12 @@ with a scratch disk, a dump target and an identical disk for dd. In that boot:
 3. DirectMap after the last release; ``--repeat`` times ``dd if=/dev/zero
    oflag=direct`` of as many MiB as the dump wrote onto the identical disk
    (median; the first run writes a fresh sparse host file, like the first dump);
+   then, as a control, ``--repeat`` times the same dd with the workload and the
+   poller running beside it as they do beside a dump: the workload's rate during
+   a plain write of the same size (``workload_dd_ratio``, counted only when dd
+   outlasted the window) and dd's rate under that load. What the target's
+   writes alone cost the workload (on a TCG guest, mostly host CPU the
+   emulated disk takes from the vCPUs) is in the dump's ratio too;
 4. QEMU's own ``dump-guest-memory`` through QMP, timed on the host: QEMU stops
    the VM for the whole dump, so its wall time is the guest's pause.
 
@@ -137,6 +143,36 @@ def dd_rate(console: GuestConsole, mib: int, timeout: float) -> float | None:
     return stats.mib_per_s(mib << 20, int(timed["elapsed_ns"]))
 
 
+@dataclass
+class LoadedDd:
+    """dd onto the identical disk with the workload and the status poller beside it, as beside a dump."""
+    dd_ns: int
+    workload_ops: int
+    workload_ns: int
+
+    @property
+    def workload_covered(self) -> bool:
+        """Did dd last the whole workload window?"""
+        return self.workload_ns <= self.dd_ns
+
+
+def dd_with_workload(console: GuestConsole, mib: int, window_ms: int, timeout: float) -> LoadedDd:
+    """The control for a dump's workload ratio: the same load beside a plain write of the same size."""
+    out = console.run(f"ldbench time dd if=/dev/zero of={DD_TARGET} bs=1M count={mib} oflag=direct "
+                      f"2>/dev/null >/tmp/bench-dd & "
+                      f"ldbench poll {POLL_MS} {window_ms} state=idle {STATUS} >/dev/null & "
+                      f"ldbench fork {window_ms} >/tmp/bench-workload; "
+                      f"wait; sed 's/^/dd: /' /tmp/bench-dd; sed 's/^/workload: /' /tmp/bench-workload",
+                      timeout=timeout, check=True).output
+    dd, work = fields_after(out, "dd: "), fields_after(out, "workload: ")
+    if "elapsed_ns" not in dd or "ops" not in work:
+        raise BenchError("dd beside the workload printed no time or no rate", detail=out)
+    if dd.get("status") != "0":
+        raise BenchError(f"dd beside the workload failed (status {dd.get('status')})", detail=out)
+    return LoadedDd(dd_ns=int(dd["elapsed_ns"]), workload_ops=int(work["ops"]),
+                    workload_ns=int(work["elapsed_ns"]))
+
+
 def qemu_dump(qmp_socket: Path, out: Path, timeout: float) -> tuple[int, int]:
     """(wall ns, bytes) of QEMU's dump-guest-memory to out; the file is deleted afterwards."""
     try:
@@ -208,6 +244,20 @@ def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, i
     row.fault_max_ns = stats.max_or_none(fault_max_ns(s) for s in statuses)
 
 
+def summarise_loaded_dd(row: BenchRow, runs: list[LoadedDd], mib: int) -> None:
+    """The dd control's numbers; needs row.workload_idle_per_s (pure: no guest)."""
+    row.dd_loaded_mib_s_all = [r for r in (stats.mib_per_s(mib << 20, run.dd_ns) for run in runs) if r is not None]
+    row.dd_loaded_mib_s = stats.median(row.dd_loaded_mib_s_all)
+    row.workload_dd_per_s_all = [stats.rate_per_s(run.workload_ops, run.workload_ns) if run.workload_covered
+                                 else None for run in runs]
+    row.workload_dd_per_s = stats.median(r for r in row.workload_dd_per_s_all if r is not None)
+    row.workload_dd_ratio = stats.ratio(row.workload_dd_per_s, row.workload_idle_per_s)
+    for i, run in enumerate(runs, 1):
+        if not run.workload_covered:
+            row.notes.append(f"dd control {i}: dd ({run.dd_ns / 1e6:.0f} ms) ended before the workload window "
+                             f"({run.workload_ns / 1e6:.0f} ms): its rate is not counted")
+
+
 def summarise_warmup(row: BenchRow, statuses: list[dict[str, str]]) -> None:
     """The warm-up dumps' pause and slowest fault, kept out of every median (pure: no guest)."""
     row.warmup = len(statuses)
@@ -266,6 +316,11 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
                     row.dd_mib_s_all.append(rate)
             row.dd_mib_s = stats.median(row.dd_mib_s_all)
             row.dd_bytes = dd_mib << 20
+            loaded = []
+            for i in range(1, repeat + 1):
+                say(f"control {i}/{repeat}: the workload beside dd of {dd_mib} MiB at {size}...")
+                loaded.append(dd_with_workload(console, dd_mib, window_ms, long_timeout))
+            summarise_loaded_dd(row, loaded, dd_mib)
             say(f"QEMU dump-guest-memory at {size}...")
             row.qemu_dump_pause_ns, qemu_bytes = qemu_dump(p.run.path("qmp.sock"),
                                                            disk_dir / "qemu-dump.elf", long_timeout)

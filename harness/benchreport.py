@@ -39,6 +39,12 @@ class BenchRow:
     workload_dump_per_s: float | None = None  # median over the dumps whose sweep outlasted the window
     workload_dump_per_s_all: list[float | None] = field(default_factory=list)
     workload_ratio: float | None = None
+    # The control: the same workload and poller beside a plain dd of the same size (no dump), same boot.
+    workload_dd_per_s: float | None = None   # median over the runs dd outlasted
+    workload_dd_per_s_all: list[float | None] = field(default_factory=list)
+    workload_dd_ratio: float | None = None   # against workload_idle_per_s
+    dd_loaded_mib_s: float | None = None     # dd's own rate with the workload beside it, median
+    dd_loaded_mib_s_all: list[float] = field(default_factory=list)
     directmap4k_kb_before: int | None = None
     directmap4k_kb_during: int | None = None
     directmap4k_kb_after: int | None = None
@@ -86,7 +92,7 @@ def _fmt(value: float | int | None, scale: float = 1.0, digits: int = 0) -> str:
     return f"{value / scale:.{digits}f}"
 
 
-COLUMNS = ("RAM", "pause ms", "QEMU pause ms", "dump MiB/s", "dd MiB/s", "workload", "COW faults", "failed",
+COLUMNS = ("RAM", "pause ms", "QEMU pause ms", "dump MiB/s", "dd MiB/s", "workload dump/dd", "COW faults", "failed",
            "fault p99/p99.9/max us", "DirectMap4k kB before/during/after")
 
 
@@ -103,7 +109,7 @@ def table(rows: list[BenchRow]) -> str:
             _fmt(r.qemu_dump_pause_ns, 1e6, 0),
             _fmt(r.dump_mib_s, 1, 1),
             _fmt(r.dd_mib_s, 1, 1),
-            "-" if r.workload_ratio is None else f"{r.workload_ratio:.2f}x",
+            "/".join("-" if v is None else f"{v:.2f}x" for v in (r.workload_ratio, r.workload_dd_ratio)),
             _fmt(r.cow_faults),
             _fmt(r.failed_pages),
             "/".join(_fmt(v, 1e3, 1) for v in (r.fault_p99_ns, r.fault_p999_ns, r.fault_max_ns)),

@@ -304,3 +304,40 @@ def test_no_warmup_leaves_the_warmup_fields_empty():
     row = new_row()
     bench.summarise_warmup(row, [])
     assert (row.warmup, row.warmup_pause_ns_all, row.warmup_fault_max_ns_all) == (0, [], [])
+
+
+LOADED_DD = "dd: status=0 elapsed_ns=4000000000\nworkload: ops=120 elapsed_ns=2000000000"
+
+
+def test_dd_with_the_workload_beside_it():
+    console = FakeConsole([("ldbench time dd", 0, LOADED_DD)])
+    run = bench.dd_with_workload(console, 512, 2000, 600)
+    assert (run.dd_ns, run.workload_ops, run.workload_ns) == (4_000_000_000, 120, 2_000_000_000)
+    assert run.workload_covered
+    # The same workload and poller as beside a dump, on the dd disk, in one command.
+    command = console.commands[0]
+    assert "of=/dev/vdc bs=1M count=512 oflag=direct" in command
+    assert "ldbench fork 2000" in command and "ldbench poll 50 2000" in command
+
+
+def test_dd_control_that_printed_nothing_or_failed_is_an_error():
+    with pytest.raises(bench.BenchError, match="no time or no rate"):
+        bench.dd_with_workload(FakeConsole([("ldbench time dd", 0, "workload: ops=1 elapsed_ns=1")]), 8, 2000, 60)
+    failed = LOADED_DD.replace("status=0", "status=1")
+    with pytest.raises(bench.BenchError, match="failed"):
+        bench.dd_with_workload(FakeConsole([("ldbench time dd", 0, failed)]), 8, 2000, 60)
+
+
+def test_dd_control_ratio_against_the_idle_rate():
+    row = new_row()
+    bench.summarise(row, [sample(1000, 1)], idles=[(200, 2_000_000_000)])
+    runs = [bench.LoadedDd(dd_ns=4_000_000_000, workload_ops=80, workload_ns=2_000_000_000),
+            bench.LoadedDd(dd_ns=1_000_000_000, workload_ops=190, workload_ns=2_000_000_000),
+            bench.LoadedDd(dd_ns=2_000_000_000, workload_ops=60, workload_ns=2_000_000_000)]
+    bench.summarise_loaded_dd(row, runs, 512)
+    # dd shorter than the window (the second) is not counted: median of 40/s and 30/s against 100/s idle.
+    assert row.workload_dd_per_s_all == [40.0, None, 30.0]
+    assert row.workload_dd_per_s == 35.0 and row.workload_dd_ratio == 0.35
+    assert row.dd_loaded_mib_s_all == [128.0, 512.0, 256.0] and row.dd_loaded_mib_s == 256.0
+    assert any("dd control 2" in n and "not counted" in n for n in row.notes)
+    assert "0.50x/0.35x" in benchreport.table([row])
