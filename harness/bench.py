@@ -30,6 +30,13 @@ with a scratch disk, a dump target and an identical disk for dd. In that boot:
 4. QEMU's own ``dump-guest-memory`` through QMP, timed on the host: QEMU stops
    the VM for the whole dump, so its wall time is the guest's pause.
 
+Through each idle window, each sweep (from the end of START, so as not to
+delay the stop) and each dd control, test_livedump's latency probe (kernel
+patch 0040; absent, its fields are null) times a write fault's work on pages
+no dump protects, with interrupts off: the floor the machine puts under the
+fault latency. Under TCG the slowest faults are the host's, and the probe
+shows how slow the host alone makes the same few microseconds.
+
 Results: bench.json (one object per size, units in the field names), a
 printed table and bench.png in the run directory.
 """
@@ -55,11 +62,49 @@ DEFAULT_SIZES = "512M,1G,2G,4G"
 POLL_MS = 50
 DD_TARGET = dump_mod.GUEST_DISK_NAMES[2]  # dump_disks(extra=("dd",)): /dev/vdc, as large as /dev/vdb
 STATUS = "livedump-ioctl status"
+# lib/test_livedump.c's latency probe: a write fault's work, timed with interrupts off, on pages no dump
+# protects. Its histogram beside a dump is the floor the host puts under livedump's fault latency.
+PROBE_DIR = "/sys/module/test_livedump/parameters"
+PROBE_ON = f"echo 1 > {PROBE_DIR}/probe"
+PROBE_READ = (f"echo \"probe: hist=$(cat {PROBE_DIR}/probe_ns_log2) max=$(cat {PROBE_DIR}/probe_ns_max)\"; "
+              f"echo 0 > {PROBE_DIR}/probe")
 
 
 class BenchError(HarnessError):
     def __init__(self, message: str, *, detail: str = ""):
         super().__init__("bench", message, detail=detail)
+
+
+@dataclass
+class ProbeReading:
+    """The latency probe's log2 histogram (ns) and slowest time over one window."""
+    hist: list[int]
+    max_ns: int
+
+
+def parse_probe(text: str) -> ProbeReading | None:
+    """The ``probe: hist=... max=...`` line PROBE_READ prints; None if absent or unreadable."""
+    f = fields_after(text, "probe: ")
+    try:
+        return ProbeReading(hist=stats.parse_histogram(f["hist"]), max_ns=int(f["max"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def has_probe(console: GuestConsole) -> bool:
+    return console.run(f"test -w {PROBE_DIR}/probe").status == 0
+
+
+def probe_on(console: GuestConsole) -> None:
+    console.run(PROBE_ON, check=True)
+
+
+def probe_read(console: GuestConsole) -> ProbeReading:
+    out = console.run(PROBE_READ, check=True).output
+    reading = parse_probe(out)
+    if reading is None:
+        raise BenchError("the latency probe printed no histogram", detail=out)
+    return reading
 
 
 @dataclass
@@ -70,6 +115,7 @@ class DumpSample:
     workload_ns: int
     during: dict[str, int | None]  # DirectMap while sweeping
     during_state: str | None = None  # the state read just before that DirectMap
+    probe: ProbeReading | None = None  # the latency probe from the end of START to the end of the sweep
 
     @property
     def workload_covered(self) -> bool:
@@ -109,12 +155,15 @@ def sweep_script(window_ms: int) -> str:
             f"wait; sed 's/^/sweep: /' /tmp/bench-sweep; sed 's/^/workload: /' /tmp/bench-workload")
 
 
-def one_dump(console: GuestConsole, reason: str, window_ms: int, timeout: float) -> DumpSample:
+def one_dump(console: GuestConsole, reason: str, window_ms: int, timeout: float, *,
+             probe: bool = False) -> DumpSample:
     console.run(f"livedump init {dump_mod.DUMP_TARGET} --reason {shlex.quote(reason)}", check=True)
+    # The probe starts after the stop: its interrupts-off sections must not delay the CPUs entering it.
+    probe_cmds = (f"{PROBE_ON}; ", f"; {PROBE_READ}") if probe else ("", "")
     try:
         # start and sweep in one command, as `livedump dump` does: no console round trip in between.
-        out = console.run(f"livedump start || exit $?; {sweep_script(window_ms)}", timeout=timeout,
-                          check=True).output
+        out = console.run(f"livedump start || exit $?; {probe_cmds[0]}{sweep_script(window_ms)}{probe_cmds[1]}",
+                          timeout=timeout, check=True).output
         status = dump_mod.status(console)
     except (GuestTimeout, GuestCrashed):
         raise  # the console no longer answers: a release through it would only time out and hide why
@@ -128,9 +177,12 @@ def one_dump(console: GuestConsole, reason: str, window_ms: int, timeout: float)
     sweep, work = fields_after(out, "sweep: "), fields_after(out, "workload: ")
     if "elapsed_ns" not in sweep or "ops" not in work:
         raise BenchError(f"{reason}: no sweep time or workload rate in the guest's output", detail=out)
+    reading = parse_probe(out) if probe else None
+    if probe and reading is None:
+        raise BenchError(f"{reason}: the latency probe printed no histogram", detail=out)
     return DumpSample(status=status, sweep_ns=int(sweep["elapsed_ns"]), workload_ops=int(work["ops"]),
                       workload_ns=int(work["elapsed_ns"]), during=stats.parse_directmap(out),
-                      during_state=fields_after(out, "during: ").get("state"))
+                      during_state=fields_after(out, "during: ").get("state"), probe=reading)
 
 
 def dd_rate(console: GuestConsole, mib: int, timeout: float) -> float | None:
@@ -258,6 +310,19 @@ def summarise_loaded_dd(row: BenchRow, runs: list[LoadedDd], mib: int) -> None:
                              f"({run.workload_ns / 1e6:.0f} ms): its rate is not counted")
 
 
+def summarise_probe(row: BenchRow, dump: list[ProbeReading | None], idle: list[ProbeReading],
+                    dd: list[ProbeReading]) -> None:
+    """The latency probe's percentiles beside the dumps, in the idle windows and beside dd (pure: no guest)."""
+    for phase, readings in (("dump", [r for r in dump if r is not None]), ("idle", idle), ("dd", dd)):
+        if not readings:
+            continue
+        summed = stats.add_histograms(r.hist for r in readings)
+        setattr(row, f"probe_{phase}_ns_log2", summed)
+        setattr(row, f"probe_{phase}_p99_ns", stats.histogram_percentile(summed, 0.99))
+        setattr(row, f"probe_{phase}_p999_ns", stats.histogram_percentile(summed, 0.999))
+        setattr(row, f"probe_{phase}_max_ns", max(r.max_ns for r in readings))
+
+
 def summarise_warmup(row: BenchRow, statuses: list[dict[str, str]]) -> None:
     """The warm-up dumps' pause and slowest fault, kept out of every median (pure: no guest)."""
     row.warmup = len(statuses)
@@ -284,6 +349,11 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
             if console.run("command -v livedump && command -v ldbench").status != 0:
                 raise BenchError("the guest has no livedump tool or ldbench helper: is the series applied?")
             before = meminfo(console)
+            probe = has_probe(console)
+            if not probe:
+                row.notes.append("no latency probe in this kernel (CONFIG_TEST_LIVEDUMP): probe fields are null")
+            idle_probes: list[ProbeReading] = []
+            dd_probes: list[ProbeReading] = []
             warm = []
             for i in range(1, warmup + 1):
                 say(f"warm-up dump {i}/{warmup} at {size} (not measured)...")
@@ -295,9 +365,14 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
             for i in range(1, repeat + 1):
                 # An idle window right before each dump: the host's own load drifts (other QEMUs, TCG).
                 say(f"idle workload {i}/{repeat} at {size} ({window_ms} ms)...")
+                if probe:
+                    probe_on(console)
                 idles.append(idle_workload(console, window_ms))
+                if probe:
+                    idle_probes.append(probe_read(console))
                 say(f"dump {i}/{repeat} at {size}...")
-                samples.append(one_dump(console, f"harness bench {size} {i}/{repeat}", window_ms, long_timeout))
+                samples.append(one_dump(console, f"harness bench {size} {i}/{repeat}", window_ms, long_timeout,
+                                        probe=probe))
                 s = samples[-1]
                 say(f"  pause {s.status.get('pause_ns')} ns, sweep {s.sweep_ns / 1e9:.2f} s, "
                     f"COW faults {s.status.get('cow_faults')}, workload {s.workload_ops} ops in the sweep")
@@ -319,8 +394,13 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
             loaded = []
             for i in range(1, repeat + 1):
                 say(f"control {i}/{repeat}: the workload beside dd of {dd_mib} MiB at {size}...")
+                if probe:
+                    probe_on(console)
                 loaded.append(dd_with_workload(console, dd_mib, window_ms, long_timeout))
+                if probe:
+                    dd_probes.append(probe_read(console))
             summarise_loaded_dd(row, loaded, dd_mib)
+            summarise_probe(row, [s.probe for s in samples], idle_probes, dd_probes)
             say(f"QEMU dump-guest-memory at {size}...")
             row.qemu_dump_pause_ns, qemu_bytes = qemu_dump(p.run.path("qmp.sock"),
                                                            disk_dir / "qemu-dump.elf", long_timeout)

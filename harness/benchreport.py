@@ -61,6 +61,21 @@ class BenchRow:
     table_pages: int | None = None         # last dump's
     tables_used: int | None = None         # max over the dumps
     protected_entries: int | None = None   # median over the dumps
+    # lib/test_livedump.c's latency probe (a write fault's work on pages no dump protects, interrupts off):
+    # the floor the machine puts under the fault latency. Beside the dumps (after START to the end of the
+    # sweep), in the idle windows and beside the dd control; percentiles as for the faults.
+    probe_dump_ns_log2: list[int] | None = None
+    probe_dump_p99_ns: int | None = None
+    probe_dump_p999_ns: int | None = None
+    probe_dump_max_ns: int | None = None
+    probe_idle_ns_log2: list[int] | None = None
+    probe_idle_p99_ns: int | None = None
+    probe_idle_p999_ns: int | None = None
+    probe_idle_max_ns: int | None = None
+    probe_dd_ns_log2: list[int] | None = None
+    probe_dd_p99_ns: int | None = None
+    probe_dd_p999_ns: int | None = None
+    probe_dd_max_ns: int | None = None
     fault_p50_ns: int | None = None        # from the summed log2 histograms: upper bucket bound
     fault_p99_ns: int | None = None
     fault_p999_ns: int | None = None
@@ -93,7 +108,7 @@ def _fmt(value: float | int | None, scale: float = 1.0, digits: int = 0) -> str:
 
 
 COLUMNS = ("RAM", "pause ms", "QEMU pause ms", "dump MiB/s", "dd MiB/s", "workload dump/dd", "COW faults", "failed",
-           "fault p99/p99.9/max us", "DirectMap4k kB before/during/after")
+           "fault p99/p99.9/max us", "probe p99.9 us dump/dd/idle", "DirectMap4k kB before/during/after")
 
 
 def table(rows: list[BenchRow]) -> str:
@@ -113,6 +128,7 @@ def table(rows: list[BenchRow]) -> str:
             _fmt(r.cow_faults),
             _fmt(r.failed_pages),
             "/".join(_fmt(v, 1e3, 1) for v in (r.fault_p99_ns, r.fault_p999_ns, r.fault_max_ns)),
+            "/".join(_fmt(v, 1e3, 1) for v in (r.probe_dump_p999_ns, r.probe_dd_p999_ns, r.probe_idle_p999_ns)),
             "/".join(_fmt(v) for v in (r.directmap4k_kb_before, r.directmap4k_kb_during, r.directmap4k_kb_after)),
         ))
     widths = [max(len(c), *(len(line[i]) for line in lines)) if lines else len(c) for i, c in enumerate(COLUMNS)]

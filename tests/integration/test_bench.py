@@ -13,7 +13,10 @@ pytestmark = pytest.mark.qemu
 # Numbers every run must measure, the series' STATUS costs included (kernel-patches 0009).
 POSITIVE = ("memory_mib", "pause_ns", "qemu_dump_pause_ns", "dump_mib_s", "dd_mib_s", "workload_idle_per_s",
             "directmap4k_kb_before", "smp", "reserve_pages", "reserve_used_max", "table_pages",
-            "protected_entries", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns", "fault_max_ns")
+            "protected_entries", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns", "fault_max_ns",
+            # The controls: dd beside the same workload, and test_livedump's latency probe (0040) in each phase.
+            "dd_loaded_mib_s", "probe_dump_p999_ns", "probe_dump_max_ns", "probe_idle_p999_ns",
+            "probe_idle_max_ns", "probe_dd_p999_ns", "probe_dd_max_ns")
 
 
 def test_bench_at_512m(pipeline, tmp_path, show):
@@ -45,6 +48,11 @@ def test_bench_at_512m(pipeline, tmp_path, show):
     # The ratio needs a sweep longer than the workload window; when it has one it is a real rate.
     if row["workload_dump_per_s"] is not None:
         assert row["workload_dump_per_s"] > 0 and row["workload_ratio"] > 0
+    if row["workload_dd_per_s"] is not None:
+        assert row["workload_dd_per_s"] > 0 and row["workload_dd_ratio"] > 0
+    # The probe ran about 1000 times a second through each window of a second or more.
+    for phase in ("dump", "idle", "dd"):
+        assert sum(row[f"probe_{phase}_ns_log2"]) >= 100, (phase, row[f"probe_{phase}_ns_log2"])
     assert row["tables_used"] is not None and row["tables_used"] >= 0
     assert row["fault_p50_ns"] <= row["fault_p99_ns"] <= row["fault_p999_ns"]
     # The default reserve, page table pool included, stays within 1/32 of RAM.

@@ -341,3 +341,42 @@ def test_dd_control_ratio_against_the_idle_rate():
     assert row.dd_loaded_mib_s_all == [128.0, 512.0, 256.0] and row.dd_loaded_mib_s == 256.0
     assert any("dd control 2" in n and "not counted" in n for n in row.notes)
     assert "0.50x/0.35x" in benchreport.table([row])
+
+
+def test_probe_line_parsed_and_missing_one_is_none():
+    out = "noise\nprobe: hist=0,0,3,5 max=7000\n"
+    assert bench.parse_probe(out) == bench.ProbeReading(hist=[0, 0, 3, 5], max_ns=7000)
+    assert bench.parse_probe("probe: hist= max=") is None
+    assert bench.parse_probe("nothing") is None
+
+
+def test_a_dump_with_the_probe_starts_it_after_the_stop_and_reads_it():
+    out = SWEEP_OUTPUT + "\nprobe: hist=0,0,0,0,0,0,0,0,0,0,0,0,0,9,1 max=20000"
+    console = FakeConsole([("livedump init", 0, ""), ("livedump start", 0, out),
+                           ("livedump status", 0, DONE), ("livedump release", 0, "")])
+    s = bench.one_dump(console, "d", 2000, 600, probe=True)
+    assert s.probe == bench.ProbeReading(hist=[0] * 13 + [9, 1], max_ns=20000)
+    command = console.commands[1]
+    assert command.index("livedump start") < command.index(bench.PROBE_ON) < command.index("livedump sweep")
+    assert command.rstrip().endswith(bench.PROBE_READ)
+
+
+def test_a_dump_whose_probe_printed_nothing_is_an_error():
+    console = FakeConsole([("livedump init", 0, ""), ("livedump start", 0, SWEEP_OUTPUT),
+                           ("livedump status", 0, DONE), ("livedump release", 0, "")])
+    with pytest.raises(bench.BenchError, match="probe printed no histogram"):
+        bench.one_dump(console, "d", 2000, 600, probe=True)
+    assert console.commands[-1] == "livedump release"
+
+
+def test_probe_percentiles_per_phase():
+    row = new_row()
+    slow = bench.ProbeReading(hist=[0] * 13 + [998] + [0] * 3 + [2], max_ns=200_000)
+    fast = bench.ProbeReading(hist=[0] * 13 + [1000], max_ns=15_000)
+    bench.summarise_probe(row, [slow, None], idle=[fast], dd=[])
+    assert row.probe_dump_ns_log2 == slow.hist
+    assert row.probe_dump_p99_ns == 16384 and row.probe_dump_p999_ns == 262144
+    assert row.probe_dump_max_ns == 200_000
+    assert row.probe_idle_p999_ns == 16384 and row.probe_idle_max_ns == 15_000
+    # No dd readings: nothing is made up.
+    assert row.probe_dd_ns_log2 is None and row.probe_dd_p999_ns is None and row.probe_dd_max_ns is None
