@@ -24,7 +24,8 @@ class BenchRow:
     bzimage_sha256: str | None = None  # of the bzImage this size booted (the build can change between sizes)
     pause_ns: int | None = None     # median over the dumps
     pause_ns_all: list[int] = field(default_factory=list)
-    qemu_dump_pause_ns: int | None = None
+    qemu_dump_pause_ns: int | None = None  # median over --repeat runs
+    qemu_dump_pause_ns_all: list[int] = field(default_factory=list)
     dump_mib_s: float | None = None  # median; bytes_written / sweep time (SWEEP ioctl returned -> state done)
     dump_mib_s_all: list[float] = field(default_factory=list)
     sweep_ns_all: list[int] = field(default_factory=list)

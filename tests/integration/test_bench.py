@@ -35,6 +35,7 @@ def test_bench_at_512m(pipeline, tmp_path, show):
     for key in POSITIVE:
         assert isinstance(row[key], int | float) and row[key] > 0, (key, row[key])
     assert row["pause_ns_all"] == [row["pause_ns"]]
+    assert row["qemu_dump_pause_ns_all"] == [row["qemu_dump_pause_ns"]]  # --repeat 1: one QEMU dump
     # The warm-up dump ran in the same boot and is reported apart, not in the median.
     assert row["warmup"] == 1 and len(row["warmup_pause_ns_all"]) == 1 and row["warmup_pause_ns_all"][0] > 0
     assert len(row["dumps"]) == 1
