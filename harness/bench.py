@@ -118,11 +118,6 @@ class DumpSample:
     during_state: str | None = None  # the state read just before that DirectMap
     probe: ProbeReading | None = None  # the latency probe from the end of START to the end of the sweep
 
-    @property
-    def workload_covered(self) -> bool:
-        """Did the sweep last the whole workload window?"""
-        return self.workload_ns <= self.sweep_ns
-
 
 def fields_after(text: str, prefix: str) -> dict[str, str]:
     """``key=value`` words of the first output line starting with prefix."""
@@ -203,11 +198,6 @@ class LoadedDd:
     workload_ops: int
     workload_ns: int
 
-    @property
-    def workload_covered(self) -> bool:
-        """Did dd last the whole workload window?"""
-        return self.workload_ns <= self.dd_ns
-
 
 def dd_with_workload(console: GuestConsole, mib: int, window_ms: int, timeout: float) -> LoadedDd:
     """The control for a dump's workload ratio: the same load beside a plain write of the same size."""
@@ -246,6 +236,20 @@ def fault_max_ns(status: dict[str, str]) -> int | None:
     return stats.int_field(status, "fault_ns_max" if "fault_ns_max" in status else "fault_max_ns")
 
 
+def covered_rates(row: BenchRow, runs: list[tuple[int, int, int]], label: str, writer: str) -> list[float | None]:
+    """The workload's rate in each (ops, workload ns, writer ns) run, None where the writer (the sweep, dd) ended
+    before the workload window: a rate partly measured without it would flatter the ratio. A note for each."""
+    rates: list[float | None] = []
+    for i, (ops, workload_ns, writer_ns) in enumerate(runs, 1):
+        if workload_ns <= writer_ns:
+            rates.append(stats.rate_per_s(ops, workload_ns))
+            continue
+        rates.append(None)
+        row.notes.append(f"{label} {i}: {writer} ({writer_ns / 1e6:.0f} ms) ended before the workload window "
+                         f"({workload_ns / 1e6:.0f} ms): its rate is not counted")
+    return rates
+
+
 def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, int]]) -> None:
     """Fill row's numbers from the dumps of one size and the idle windows before them (pure: no guest)."""
     statuses = [s.status for s in samples]
@@ -260,14 +264,10 @@ def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, i
     row.dump_mib_s = stats.median(row.dump_mib_s_all)
     row.workload_idle_per_s_all = [r for r in (stats.rate_per_s(*idle) for idle in idles) if r is not None]
     row.workload_idle_per_s = stats.median(row.workload_idle_per_s_all)
-    row.workload_dump_per_s_all = [stats.rate_per_s(s.workload_ops, s.workload_ns) if s.workload_covered else None
-                                   for s in samples]
+    row.workload_dump_per_s_all = covered_rates(row, [(s.workload_ops, s.workload_ns, s.sweep_ns) for s in samples],
+                                                "dump", "the sweep")
     row.workload_dump_per_s = stats.median(r for r in row.workload_dump_per_s_all if r is not None)
     row.workload_ratio = stats.ratio(row.workload_dump_per_s, row.workload_idle_per_s)
-    for i, s in enumerate(samples, 1):
-        if not s.workload_covered:
-            row.notes.append(f"dump {i}: the sweep ({s.sweep_ns / 1e6:.0f} ms) ended before the workload window "
-                             f"({s.workload_ns / 1e6:.0f} ms): its rate is not counted")
     if samples:
         if samples[0].during_state != "sweeping":
             row.notes.append(f"DirectMap 'during' was read in state {samples[0].during_state!r}, not sweeping")
@@ -301,14 +301,10 @@ def summarise_loaded_dd(row: BenchRow, runs: list[LoadedDd], mib: int) -> None:
     """The dd control's numbers; needs row.workload_idle_per_s (pure: no guest)."""
     row.dd_loaded_mib_s_all = [r for r in (stats.mib_per_s(mib << 20, run.dd_ns) for run in runs) if r is not None]
     row.dd_loaded_mib_s = stats.median(row.dd_loaded_mib_s_all)
-    row.workload_dd_per_s_all = [stats.rate_per_s(run.workload_ops, run.workload_ns) if run.workload_covered
-                                 else None for run in runs]
+    row.workload_dd_per_s_all = covered_rates(row, [(r.workload_ops, r.workload_ns, r.dd_ns) for r in runs],
+                                              "dd control", "dd")
     row.workload_dd_per_s = stats.median(r for r in row.workload_dd_per_s_all if r is not None)
     row.workload_dd_ratio = stats.ratio(row.workload_dd_per_s, row.workload_idle_per_s)
-    for i, run in enumerate(runs, 1):
-        if not run.workload_covered:
-            row.notes.append(f"dd control {i}: dd ({run.dd_ns / 1e6:.0f} ms) ended before the workload window "
-                             f"({run.workload_ns / 1e6:.0f} ms): its rate is not counted")
 
 
 def summarise_probe(row: BenchRow, dump: list[ProbeReading | None], idle: list[ProbeReading],

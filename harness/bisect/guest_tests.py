@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import dump as dump_mod
 from .. import dumpcheck, e2e
 from ..pipeline import Pipeline
+from ..qemu import Disk
 from .verdict import Test, TestOutcome
 
 
@@ -41,21 +42,30 @@ def end_to_end(p: Pipeline) -> TestOutcome:
     return TestOutcome(Test.PASSED)
 
 
-def drgn(p: Pipeline) -> TestOutcome:
-    """``--test drgn``: one dump under load, read back with drgn only."""
-    if not has_livedump(p):
-        return NO_LIVEDUMP
-    kernel = p.build()
+def _dump_under_load(p: Pipeline) -> tuple[tuple[Disk, ...], dump_mod.DumpRun | TestOutcome]:
+    """One dump under the e2e load, as ``--test drgn`` and ``--dump-check`` take it: the disks, and the dump
+    or the outcome that ends the step (no livedump in the kernel or the guest, the dump failed)."""
     disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
+    if not has_livedump(p):
+        return disks, NO_LIVEDUMP
     with p.boot(disks) as console:
         if console.run("command -v livedump").status != 0:
-            return TestOutcome(Test.UNTESTABLE, "the guest has no livedump tool")
+            return disks, TestOutcome(Test.UNTESTABLE, "the guest has no livedump tool")
         dump_mod.start_load(console)
         # A kernel that hangs in the dump is bad; do not wait the tool's 15 minutes for it.
         taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, timeout=p.options.timeouts.command)
         dump_mod.stop_load(console)
     if taken.result.status != 0:
-        return TestOutcome(Test.FAILED, f"livedump dump exited {taken.result.status}")
+        return disks, TestOutcome(Test.FAILED, f"livedump dump exited {taken.result.status}")
+    return disks, taken
+
+
+def drgn(p: Pipeline) -> TestOutcome:
+    """``--test drgn``: one dump under load, read back with drgn only."""
+    disks, taken = _dump_under_load(p)
+    if isinstance(taken, TestOutcome):
+        return taken
+    kernel = p.build()
     saw = dumpcheck.GuestSaw.of(taken, kernel.release, p.options.smp)
     verdict = dumpcheck.check_dump(dump_mod.dump_image(disks), kernel.vmlinux, saw)
     return TestOutcome(Test.FAILED, "; ".join(verdict.failed)) if verdict.failed else TestOutcome(Test.PASSED)
@@ -123,18 +133,10 @@ def dump_check_env(image: Path, vmlinux: Path, release: str, cpus: int, taken: d
 def dump_check(p: Pipeline, script: Path) -> TestOutcome:
     """``--dump-check SCRIPT``: one dump under load (as ``--test drgn`` takes it), judged by the developer's
     script on the host: ``SCRIPT DUMP VMLINUX``; its exit status is the verdict as for ``git bisect run``."""
-    if not has_livedump(p):
-        return NO_LIVEDUMP
+    disks, taken = _dump_under_load(p)
+    if isinstance(taken, TestOutcome):
+        return taken
     kernel = p.build()
-    disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
-    with p.boot(disks) as console:
-        if console.run("command -v livedump").status != 0:
-            return TestOutcome(Test.UNTESTABLE, "the guest has no livedump tool")
-        dump_mod.start_load(console)
-        taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, timeout=p.options.timeouts.command)
-        dump_mod.stop_load(console)
-    if taken.result.status != 0:
-        return TestOutcome(Test.FAILED, f"livedump dump exited {taken.result.status}")
     image = dump_mod.dump_image(disks)
     argv = dump_check_argv(script, image, kernel.vmlinux)
     env = dump_check_env(image, kernel.vmlinux, kernel.release, p.options.smp, taken, p.run.directory)
