@@ -40,6 +40,9 @@
 #ifndef LIVEDUMP_INIT_TEST_NO_WRPROTECT
 #define LIVEDUMP_INIT_TEST_NO_WRPROTECT	(1U << 31)
 #endif
+#ifndef LIVEDUMP_INIT_TEST_HOLD
+#define LIVEDUMP_INIT_TEST_HOLD	(1U << 30)
+#endif
 /* Kernels from before it keep every dump until UNINIT anyway. */
 #ifndef LIVEDUMP_INIT_KEEP
 #define LIVEDUMP_INIT_KEEP	0
@@ -67,7 +70,7 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: livedump-ioctl dump|init TARGET [REASON [RESERVE_PAGES [FLAG...]]]\n"
 		"       livedump-ioctl start|sweep|release|status\n"
-		"FLAG: test-no-wrprotect\n");
+		"FLAG: test-no-wrprotect, test-hold\n");
 	return 2;
 }
 
@@ -88,6 +91,8 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 	for (i = 5; i < argc; i++) {
 		if (!strcmp(argv[i], "test-no-wrprotect"))
 			init.flags |= LIVEDUMP_INIT_TEST_NO_WRPROTECT;
+		else if (!strcmp(argv[i], "test-hold"))
+			init.flags |= LIVEDUMP_INIT_TEST_HOLD;
 		else
 			return usage();
 	}
@@ -101,6 +106,8 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 	if (ret)
 		ret = fail("init");
 	close(fd);
+	if ((init.flags & LIVEDUMP_INIT_TEST_HOLD) && ret == EINVAL)
+		fprintf(stderr, "livedump: --test-hold needs a kernel with CONFIG_TEST_LIVEDUMP\n");
 	if (init.flags & LIVEDUMP_INIT_TEST_NO_WRPROTECT) {
 		if (ret == EINVAL)
 			fprintf(stderr, "livedump: --test-no-wrprotect needs a kernel with CONFIG_TEST_LIVEDUMP\n");
