@@ -19,6 +19,7 @@ from . import consistency, e2e, log
 from . import extract as extract_mod
 from . import faults as faults_mod
 from . import fuzz as fuzz_mod
+from . import oracle as oracle_mod
 from . import patches as patches_mod
 from . import soak as soak_mod
 from . import source as source_mod
@@ -114,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mid-sweep", default=",".join(faults_mod.MID_SWEEP_FAULTS), metavar="LIST",
                    help="faults that strike a slow target mid-sweep: unplug (QMP device_del), setro "
                         "(blockdev --setro); empty for none (default: %(default)s)")
+    p = add("oracle", "compare livedumps page by page with QEMU's capture of the same instant; explain every "
+                      "difference")
+    p.add_argument("--runs", type=int, default=3, metavar="N",
+                   help="dumps, each with its capture (default: %(default)s)")
+    p.add_argument("--test-no-wrprotect", action="store_true",
+                   help="the negative control: dumps without write protection must show unexplained pages")
+    p.add_argument("--keep", action="store_true", help="keep QEMU's captures (capture-N.elf, as large as RAM)")
     p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")
     p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")
     p.add_argument("--vmlinux", type=Path, help="vmlinux of the dumped kernel (default: the harness build's)")
@@ -233,6 +241,10 @@ def cmd_faults(p: Pipeline, args) -> int:
     return faults_mod.command(p, args)
 
 
+def cmd_oracle(p: Pipeline, args) -> int:
+    return oracle_mod.command(p, args)
+
+
 def cmd_extract(p: Pipeline, args) -> int:
     size = extract_mod.extract(args.source, args.out, force=args.force)
     say(f"{args.out}: {size} bytes (ELF headers + PT_LOAD data)")
@@ -253,7 +265,7 @@ def cmd_check_consistency(p: Pipeline, args) -> int:
 COMMANDS = {"source": cmd_source, "patches": cmd_patches, "config": cmd_config, "build": cmd_build,
             "rootfs": cmd_rootfs, "boot": cmd_boot, "run": cmd_run, "test": cmd_test, "bisect": cmd_bisect,
             "check-consistency": cmd_check_consistency, "extract": cmd_extract, "bench": cmd_bench,
-            "soak": cmd_soak, "fuzz": cmd_fuzz, "faults": cmd_faults}
+            "soak": cmd_soak, "fuzz": cmd_fuzz, "faults": cmd_faults, "oracle": cmd_oracle}
 
 
 def report(error: HarnessError) -> None:

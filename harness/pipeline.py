@@ -183,22 +183,25 @@ class Pipeline:
             self.run.facts["accel"] = {"used": self._accel.accel, "why": self._accel.reason}
         return self._accel
 
-    def qemu_config(self, disks: tuple[qemu.Disk, ...] = (), append: tuple[str, ...] = ()) -> qemu.QemuConfig:
+    def qemu_config(self, disks: tuple[qemu.Disk, ...] = (), append: tuple[str, ...] = (),
+                    hold_socket: Path | None = None) -> qemu.QemuConfig:
         qemu.require_qemu()  # before the build: do not make the user wait to learn that QEMU is missing
         kernel = self.build()
         initrd = self.rootfs()
         accel = self.accel(kernel.bzimage)
         return qemu.QemuConfig(kernel=kernel.bzimage, initrd=initrd, accel=accel.accel, smp=self.options.smp,
                                memory=self.options.memory, disks=disks, append=self.options.append + append,
-                               qmp_socket=self.run.path("qmp.sock"), extra=self.options.qemu_opts)
+                               qmp_socket=self.run.path("qmp.sock"), hold_socket=hold_socket,
+                               extra=self.options.qemu_opts)
 
     def boot(self, disks: tuple[qemu.Disk, ...] = (), *, interactive: bool = False,
-             tag: str = "", append: tuple[str, ...] = ()) -> GuestConsole:
+             tag: str = "", append: tuple[str, ...] = (), hold_socket: Path | None = None) -> GuestConsole:
         """Boot a guest; ``tag`` names its logs (serial-TAG.log) when a run boots several.
 
-        ``append``: kernel command line parameters after the harness's own.
+        ``append``: kernel command line parameters after the harness's own. ``hold_socket``: COM2 on this
+        unix socket, for LIVEDUMP_INIT_TEST_HOLD (see harness/oracle.py).
         """
-        config = self.qemu_config(disks, append)
+        config = self.qemu_config(disks, append, hold_socket)
         for disk in disks:
             disk.create()
         argv = config.argv()

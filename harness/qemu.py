@@ -75,6 +75,9 @@ class QemuConfig:
     disks: tuple[Disk, ...] = ()
     append: tuple[str, ...] = ()
     qmp_socket: Path | None = None
+    # COM2 (I/O port 0x2f8) on a unix socket: LIVEDUMP_INIT_TEST_HOLD announces the snapshot instant there
+    # and waits for a byte back (the oracle).
+    hold_socket: Path | None = None
     extra: tuple[str, ...] = field(default=())
 
     def argv(self) -> list[str]:
@@ -90,6 +93,9 @@ class QemuConfig:
             argv += ["-drive", disk.drive(f"disk{i}"), "-device", f"virtio-blk-pci,drive=disk{i},id={device_id(i)}"]
         if self.qmp_socket is not None:
             argv += ["-qmp", f"unix:{opt_value(self.qmp_socket)},server=on,wait=off"]
+        if self.hold_socket is not None:
+            argv += ["-chardev", f"socket,id=hold,path={opt_value(self.hold_socket)},server=on,wait=off",
+                     "-device", "isa-serial,chardev=hold,iobase=0x2f8,irq=3"]
         return argv + list(self.extra)
 
 
