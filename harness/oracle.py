@@ -29,7 +29,7 @@ from .qmp import QmpClient
 
 HOLD_SOCKET = "hold.sock"  # COM2, in the run directory
 HOLD_BYTE = b"L"      # LIVEDUMP_TEST_HOLD_BYTE
-RELEASE_BYTE = b"G"   # anything ends the hold
+RELEASE_BYTE = b"G"   # LIVEDUMP_TEST_HOLD_ANSWER: only it ends the hold
 PAGE_SIZE = 4096
 DUMP_TIMEOUT = 900.0
 

@@ -182,7 +182,8 @@ class Snapshot:
             except READ_ERRORS as e:
                 self.problems.append(f"a vmap area: {e}")
                 continue
-            for i in range(min(nr, self.nr_pages)):
+            # vmalloc maps at most every page once: a torn area's size cannot make the walk longer.
+            for i in range(min(nr, self.nr_pages - len(self.vmalloc))):
                 try:
                     self.vmalloc[int(follow_phys(mm, start + i * PAGE_SIZE)) // PAGE_SIZE] = caller
                 except READ_ERRORS:
@@ -221,6 +222,7 @@ class Snapshot:
         from drgn.helpers.linux.list import list_for_each_entry
 
         free: set[int] = set()
+        walked = 0
         prog = self.prog
         for nid in range(int(prog["nr_online_nodes"]) if "nr_online_nodes" in prog else 1):
             pgdat = prog["node_data"][nid] if "node_data" in prog else prog["contig_page_data"].address_of_()
@@ -232,7 +234,9 @@ class Snapshot:
                     area = zone.free_area[order]
                     for mt in range(len(area.free_list)):
                         blocks = list_for_each_entry("struct page", area.free_list[mt].address_of_(), "lru")
-                        for page in self._bounded(f"free list {z}/{order}/{mt}", blocks, self.nr_pages):
+                        # All lists together hold at most a block per page: a torn one may loop.
+                        for page in self._bounded(f"free list {z}/{order}/{mt}", blocks, self.nr_pages - walked):
+                            walked += 1
                             try:
                                 head = self._pfn_of(page)
                             except READ_ERRORS as e:

@@ -101,7 +101,8 @@ def harness(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess:
 
 
 def run_dir_of(r: subprocess.CompletedProcess) -> Path:
-    m = re.search(r"^harness: bisect log: (\S+)/bisect\.log", r.stderr, re.M)
+    # harness/log.py: "harness: HH:MM:SS message" on stderr.
+    m = re.search(r"^harness: \d\d:\d\d:\d\d bisect log: (\S+)/bisect\.log", r.stderr, re.M)
     assert m, r.stderr[-3000:]
     return Path(m.group(1))
 
