@@ -33,7 +33,7 @@ with a scratch disk, a dump target and an identical disk for dd. In that boot:
 
 Through each idle window, each sweep (from the end of START, so as not to
 delay the stop) and each dd control, test_livedump's latency probe (kernel
-patch 0040; absent, its fields are null) times a write fault's work on pages
+patch 0039; absent, its fields are null) times a write fault's work on pages
 no dump protects, with interrupts off: the floor the machine puts under the
 fault latency. Under TCG the slowest faults are the host's, and the probe
 shows how slow the host alone makes the same few microseconds.

@@ -1,6 +1,6 @@
 """``python -m harness oracle``: a livedump compared page by page with QEMU's capture of the same instant.
 
-The guest takes a dump with LIVEDUMP_INIT_TEST_HOLD (kernel patch 0041): at the end of the stop, every
+The guest takes a dump with LIVEDUMP_INIT_TEST_HOLD (kernel patch 0040): at the end of the stop, every
 CPU still stopped and everything copied and protected, the kernel writes ``L`` to COM2 and polls COM2.
 COM2 is a unix socket here; :class:`HoldResponder` waits for the byte, has QEMU write the guest's memory
 with ``dump-guest-memory`` (QEMU stops the vCPUs while it does), and answers with a byte, which ends the

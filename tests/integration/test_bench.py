@@ -14,7 +14,7 @@ pytestmark = pytest.mark.qemu
 POSITIVE = ("memory_mib", "pause_ns", "qemu_dump_pause_ns", "dump_mib_s", "dd_mib_s", "workload_idle_per_s",
             "directmap4k_kb_before", "smp", "reserve_pages", "reserve_used_max", "table_pages",
             "protected_entries", "fault_p50_ns", "fault_p99_ns", "fault_p999_ns", "fault_max_ns",
-            # The controls: dd beside the same workload, and test_livedump's latency probe (0040) in each phase.
+            # The controls: dd beside the same workload, and test_livedump's latency probe (0039) in each phase.
             "dd_loaded_mib_s", "probe_dump_p999_ns", "probe_dump_max_ns", "probe_idle_p999_ns",
             "probe_idle_max_ns", "probe_dd_p999_ns", "probe_dd_max_ns")
 

@@ -1,4 +1,4 @@
-"""``harness oracle``: livedumps under load against QEMU's capture of the same instant (kernel patch 0041).
+"""``harness oracle``: livedumps under load against QEMU's capture of the same instant (kernel patch 0040).
 
 Three dumps under the e2e load and the torture load: every differing page is explained. The negative
 control, dumps without write protection, must leave pages unexplained: the oracle can fail.
