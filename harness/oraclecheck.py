@@ -169,6 +169,8 @@ class Snapshot:
         self.nr_pages = nr_pages  # in the dump: no list of pages or tasks is longer
         mm = prog["init_mm"].address_of_()
         self.vmalloc: dict[int, str] = {}
+        # vmalloc maps at most every page once: however torn the areas, the walk tries no more pages than that.
+        tried = 0
         for va in self._bounded("vmap areas", for_each_vmap_area(prog), self.nr_pages):
             try:
                 vm = va.vm
@@ -178,12 +180,17 @@ class Snapshot:
                     caller = prog.symbol(int(vm.caller)).name
                 except LookupError:
                     caller = f"{int(vm.caller):#x}"
-                start, nr = int(vm.addr), int(vm.nr_pages)
+                start = int(vm.addr)
+                nr = min(int(vm.nr_pages), (int(va.va_end) - int(va.va_start)) // PAGE_SIZE)
             except READ_ERRORS as e:
                 self.problems.append(f"a vmap area: {e}")
                 continue
-            # vmalloc maps at most every page once: a torn area's size cannot make the walk longer.
-            for i in range(min(nr, self.nr_pages - len(self.vmalloc))):
+            nr = max(0, min(nr, self.nr_pages - tried))
+            tried += nr
+            if not nr and tried >= self.nr_pages:
+                self.problems.append("vmap areas: more pages than the dump has, not read further")
+                break
+            for i in range(nr):
                 try:
                     self.vmalloc[int(follow_phys(mm, start + i * PAGE_SIZE)) // PAGE_SIZE] = caller
                 except READ_ERRORS:
