@@ -111,9 +111,10 @@ class Report:
                 "unexplained": [{"pfn": d.pfn, "owner": d.detail} for d in self.unexplained[:200]]}
 
 
-def word_pairs(a: bytes, b: bytes) -> list[tuple[int, int]]:
-    """(ours, truth) of each 8-byte word that differs."""
-    return [(x, y) for x, y in zip(struct.unpack("<512Q", a), struct.unpack("<512Q", b), strict=True) if x != y]
+def differing_words(a: bytes, b: bytes) -> list[tuple[int, int, int]]:
+    """(byte offset, ours, truth) of each 8-byte word that differs."""
+    return [(i * 8, x, y) for i, (x, y) in enumerate(zip(struct.unpack("<512Q", a), struct.unpack("<512Q", b),
+                                                           strict=True)) if x != y]
 
 
 def protected_or_split(ours: int, truth: int, pool: set[int]) -> bool:
@@ -131,12 +132,6 @@ def hardware_set(ours: int, truth: int) -> bool:
     """A present entry whose accessed or dirty bit the CPU set after the instant, in the snapshot only."""
     diff = ours ^ truth
     return bool(ours & truth & _PAGE_PRESENT) and diff & ~(_PAGE_ACCESSED | _PAGE_DIRTY) == 0 and ours & diff == diff
-
-
-def differing_words(a: bytes, b: bytes) -> list[int]:
-    """Byte offsets of the 8-byte words that differ."""
-    return [i * 8 for i, (x, y) in enumerate(zip(struct.unpack("<512Q", a), struct.unpack("<512Q", b),
-                                                 strict=True)) if x != y]
 
 
 class Snapshot:
@@ -355,14 +350,14 @@ def classify(snap: Snapshot, pfn: int, ours: bytes, truth: bytes, failed: set[in
         return Differing(pfn, OWN, caller)
     if pfn in snap.pool:
         return Differing(pfn, OWN, "page table pool")
-    pairs = word_pairs(ours, truth)
-    if pairs and all(protected_or_split(x, y, snap.pool) for x, y in pairs):
+    words = differing_words(ours, truth)
+    if words and all(protected_or_split(x, y, snap.pool) for _, x, y in words):
         return Differing(pfn, PROTECTED_ENTRIES)
-    if pairs and all(hardware_set(x, y) for x, y in pairs):
+    if words and all(hardware_set(x, y) for _, x, y in words):
         return Differing(pfn, HW_BITS)
     if pfn in snap.stop_stacks:
         return Differing(pfn, STOP_STACKS)
-    offsets = differing_words(ours, truth)
+    offsets = [o for o, _, _ in words]
     for first, end, cpu_off in snap.percpu:
         if first <= pfn < end:
             names = sorted({snap.symbol_at(snap.page_offset + pfn * PAGE_SIZE + o - cpu_off) for o in offsets})
