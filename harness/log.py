@@ -55,12 +55,18 @@ def console(stream: IO[str] | None = None) -> logging.Handler:
     global _console
     if _console is not None:
         LOGGER.removeHandler(_console)
-    _console = logging.StreamHandler(stream) if stream is not None else _Stderr()
-    _console.setLevel(logging.INFO)
-    _console.setFormatter(CONSOLE_FORMAT)
-    LOGGER.addHandler(_console)
-    LOGGER.setLevel(logging.DEBUG)
+    _console = _attach(logging.StreamHandler(stream) if stream is not None else _Stderr(), logging.INFO,
+                       CONSOLE_FORMAT)
     return _console
+
+
+def _attach(handler: logging.Handler, level: int, fmt: logging.Formatter) -> logging.Handler:
+    """handler on LOGGER at level with fmt; LOGGER itself passes everything to its handlers."""
+    handler.setLevel(level)
+    handler.setFormatter(fmt)
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.DEBUG)
+    return handler
 
 
 def _ensure_console() -> None:
@@ -74,11 +80,7 @@ def to_run_directory(directory: Path) -> Path:
     global _run_log
     close_run_log()
     path = directory / RUN_LOG
-    _run_log = logging.FileHandler(path, encoding="utf-8")
-    _run_log.setLevel(logging.DEBUG)
-    _run_log.setFormatter(FILE_FORMAT)
-    LOGGER.addHandler(_run_log)
-    LOGGER.setLevel(logging.DEBUG)
+    _run_log = _attach(logging.FileHandler(path, encoding="utf-8"), logging.DEBUG, FILE_FORMAT)
     return path
 
 
