@@ -37,10 +37,17 @@
 #define REG_RSP		19
 #define LD_NOTE_SIZE	208		/* sizeof(struct livedump_note) v1 */
 #define LD_COSTS_SIZE	296		/* what version 2 adds */
+#define LD_CLASSES_SIZE	144		/* what version 3 adds */
 #define MAX_HEADERS	(64ULL << 20)	/* sanity limit for phdrs and notes */
 
 _Static_assert(sizeof(struct ld_note) == LD_NOTE_SIZE, "struct ld_note must match struct livedump_note");
 _Static_assert(sizeof(struct ld_costs) == LD_COSTS_SIZE, "struct ld_costs must match struct livedump_note v2");
+_Static_assert(sizeof(struct ld_classes) == LD_CLASSES_SIZE, "struct ld_classes must match struct livedump_note v3");
+
+/* enum livedump_page_class, in order. */
+static const char *const ld_class_names[LD_NR_CLASSES] = {
+	"kernel", "cache", "cache-private", "user", "free", "own", "unknown",
+};
 
 static void seterr(char *err, size_t len, const char *fmt, ...)
 {
@@ -117,6 +124,20 @@ static void parse_livedump_note(struct ld_dump *d, const unsigned char *desc, ui
 		for (i = 0; i < LD_FAULT_HIST; i++)
 			d->costs.fault_ns_log2[i] = get64(desc + LD_NOTE_SIZE + 40 + i * 8);
 	}
+	/* Version 3 adds the page classes right after the costs. */
+	d->has_classes = d->has_costs && n->version >= 3 &&
+			 descsz >= LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE;
+	if (d->has_classes) {
+		const unsigned char *k = desc + LD_NOTE_SIZE + LD_COSTS_SIZE;
+
+		d->classes.exclude = get32(k);
+		d->classes.nr_classes = get32(k + 4);
+		if (d->classes.nr_classes > LD_NOTE_CLASSES)
+			d->classes.nr_classes = LD_NOTE_CLASSES;
+		d->classes.excluded_pages = get64(k + 8);
+		for (i = 0; i < LD_NOTE_CLASSES; i++)
+			d->classes.class_pages[i] = get64(k + 16 + i * 8);
+	}
 
 	/*
 	 * The pfns are the tail of the descriptor (right after the struct of
@@ -129,8 +150,10 @@ static void parse_livedump_note(struct ld_dump *d, const unsigned char *desc, ui
 	pfn_off = descsz - n->nr_listed * 8;
 	if (n->version == 1)
 		pfn_off = LD_NOTE_SIZE;
-	else if (n->version == LD_NOTE_VERSION && d->has_costs)
+	else if (n->version == 2 && d->has_costs)
 		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE;
+	else if (n->version == LD_NOTE_VERSION && d->has_classes)
+		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE;
 	free(d->pfns);
 	d->pfns = NULL;
 	if (!n->nr_listed)
@@ -439,7 +462,7 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 	format_time(n->start_time_ns, when, sizeof(when));
 	fprintf(fp, "LIVEDUMP note version %" PRIu32 "%s\n", n->version,
 		n->version >= 1 && n->version <= LD_NOTE_VERSION ? "" :
-		" (unknown version: fields read as version 2)");
+		" (unknown version: fields read as version 3)");
 	fprintf(fp, "  reason:            %s\n", n->reason);
 	fprintf(fp, "  start time:        %s (%" PRId64 " ns)\n", when, n->start_time_ns);
 	fprintf(fp, "  pause:             %" PRIu64 " ns (%.3f ms, all CPUs stopped)\n", n->pause_ns,
@@ -448,7 +471,8 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 		n->pages_total * (double)LD_PAGE_SIZE / (1 << 20), d->nloads);
 	fprintf(fp, "  COW faults:        %" PRIu64 " (pages saved on a write fault)\n", n->cow_faults);
 	fprintf(fp, "  stop copied:       %" PRIu64 " (pages copied during the stop)\n", n->stop_copied);
-	fprintf(fp, "  zero pages:        %" PRIu64 " (free or livedump's own, written as zeros)\n", n->zero_pages);
+	fprintf(fp, "  zero pages:        %" PRIu64 " (free, livedump's own or short gaps, written as zeros)\n",
+		n->zero_pages);
 	fprintf(fp, "  protected entries: %" PRIu64 " (mapping entries write-protected)\n", n->protected_entries);
 	fprintf(fp, "  failed pages:      %" PRIu64 "%s\n", n->failed_pages,
 		n->failed_pages ? " (INCONSISTENT: not the content at the instant of the dump)" : "");
@@ -460,6 +484,31 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 		fprintf(fp, "  page table pages:  %" PRIu64 " to split large mappings, %" PRIu64 " used\n",
 			c->table_pages, c->tables_used);
 		fprintf(fp, "  slowest fault:     %" PRIu64 " ns\n", c->fault_max_ns);
+	}
+	if (d->has_classes) {
+		const struct ld_classes *k = &d->classes;
+		const char *sep = "";
+
+		fprintf(fp, "  left out:          ");
+		for (i = 0; i < 32; i++) {
+			if (k->exclude & (1U << i)) {
+				if (i < LD_NR_CLASSES)
+					fprintf(fp, "%s%s", sep, ld_class_names[i]);
+				else
+					fprintf(fp, "%sclass %u", sep, i);
+				sep = ",";
+			}
+		}
+		fprintf(fp, "%s (%" PRIu64 " pages in no PT_LOAD segment)\n", *sep ? "" : "nothing",
+			k->excluded_pages);
+		fprintf(fp, "  RAM by class:     ");
+		for (i = 0; i < k->nr_classes; i++) {
+			if (i < LD_NR_CLASSES)
+				fprintf(fp, " %s %" PRIu64, ld_class_names[i], k->class_pages[i]);
+			else
+				fprintf(fp, " class %u %" PRIu64, i, k->class_pages[i]);
+		}
+		fprintf(fp, " (pages at the stop)\n");
 	}
 	if (n->nr_listed) {
 		uint64_t *copy = malloc(n->nr_listed * sizeof(uint64_t));

@@ -15,7 +15,7 @@
 
 #define LD_NOTE_NAME		"LIVEDUMP"
 #define LD_NT_LIVEDUMP		0x4c440001
-#define LD_NOTE_VERSION		2	/* newest known; 1 lacks the costs */
+#define LD_NOTE_VERSION		3	/* newest known; 1 lacks the costs, 2 the classes */
 #define LD_FAULT_HIST		32
 #define LD_REASON_LEN		128
 #define LD_PAGE_SIZE		((uint64_t)4096)
@@ -44,6 +44,16 @@ struct ld_costs {
 	uint64_t tables_used;
 	uint64_t fault_max_ns;
 	uint64_t fault_ns_log2[LD_FAULT_HIST];
+};
+
+/* What version 3 adds after the costs: page classes, as enum livedump_page_class. */
+#define LD_NR_CLASSES		7	/* classes this reader names */
+#define LD_NOTE_CLASSES		16	/* room in the note */
+struct ld_classes {
+	uint32_t exclude;		/* bit (1 << class): left out of the dump */
+	uint32_t nr_classes;		/* of class_pages[] used */
+	uint64_t excluded_pages;	/* pages of RAM in no PT_LOAD segment */
+	uint64_t class_pages[LD_NOTE_CLASSES];	/* RAM at the stop, by class */
 };
 
 struct ld_phdr {
@@ -80,6 +90,8 @@ struct ld_dump {
 	struct ld_note note;
 	int has_costs;			/* note version 2 or later */
 	struct ld_costs costs;
+	int has_classes;		/* note version 3 or later */
+	struct ld_classes classes;
 	uint64_t note_descsz;
 	uint64_t *pfns;			/* the nr_listed failed pfns */
 	uint64_t headers_end;		/* end of ELF header, phdrs and notes */

@@ -24,6 +24,17 @@ X86_64_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8
 _LIVEDUMP_NOTE = struct.Struct("<IIqQQQQQQQQ128s")
 FAULT_HIST_BUCKETS = 32
 _LIVEDUMP_COSTS = struct.Struct(f"<5Q{FAULT_HIST_BUCKETS}Q")
+# Version 3: the page classes left out, how many are counted, pages in no PT_LOAD, RAM by class at the stop
+# (enum livedump_page_class, room for 16).
+PAGE_CLASSES = ("kernel", "cache", "cache-private", "user", "free", "own", "unknown")
+NOTE_CLASSES = 16
+_LIVEDUMP_CLASSES = struct.Struct(f"<IIQ{NOTE_CLASSES}Q")
+
+
+def class_names(mask: int) -> tuple[str, ...]:
+    """The page classes whose bits (1 << class, as in livedump_init::exclude) are set in mask."""
+    return tuple(PAGE_CLASSES[bit] if bit < len(PAGE_CLASSES) else f"class {bit}"
+                 for bit in range(32) if mask & (1 << bit))
 
 
 class NotAnElfDump(ValueError):
@@ -76,6 +87,14 @@ class LivedumpNote:
     tables_used: int | None = None
     fault_max_ns: int | None = None
     fault_ns_log2: tuple[int, ...] | None = None
+    # Version 3: None before.
+    exclude: int | None = None
+    class_pages: dict[str, int] | None = None
+    excluded_pages: int | None = None
+
+    @property
+    def excluded_classes(self) -> tuple[str, ...] | None:
+        return None if self.exclude is None else class_names(self.exclude)
 
     @classmethod
     def parse(cls, desc: bytes) -> LivedumpNote:
@@ -93,6 +112,17 @@ class LivedumpNote:
             c = _LIVEDUMP_COSTS.unpack_from(desc, _LIVEDUMP_NOTE.size)
             costs = dict(reserve_pages=c[0], reserve_used_max=c[1], table_pages=c[2], tables_used=c[3],
                          fault_max_ns=c[4], fault_ns_log2=tuple(c[5:]))
+            if version >= 3:
+                at = _LIVEDUMP_NOTE.size + _LIVEDUMP_COSTS.size
+                if len(desc) < at + _LIVEDUMP_CLASSES.size + 8 * nr_listed:
+                    raise NotAnElfDump(f"LIVEDUMP note version {version} is {len(desc)} bytes, expected at least "
+                                       f"{at + _LIVEDUMP_CLASSES.size} and the listed pfns")
+                exclude, nr_classes, excluded, *pages = _LIVEDUMP_CLASSES.unpack_from(desc, at)
+                if nr_classes > NOTE_CLASSES:
+                    raise NotAnElfDump(f"LIVEDUMP note counts {nr_classes} page classes, room for {NOTE_CLASSES}")
+                names = [PAGE_CLASSES[i] if i < len(PAGE_CLASSES) else f"class {i}" for i in range(nr_classes)]
+                costs.update(exclude=exclude, class_pages=dict(zip(names, pages[:nr_classes], strict=True)),
+                             excluded_pages=excluded)
             # The pfns are the descriptor's tail, whatever a later version adds before them.
             pfn_offset = len(desc) - 8 * nr_listed
         if pfn_offset < _LIVEDUMP_NOTE.size or pfn_offset + 8 * nr_listed > len(desc):

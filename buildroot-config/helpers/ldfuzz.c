@@ -111,6 +111,13 @@ static void *fuzz(void *arg)
 		init->fd = next_rand(&rnd) % 8 ? tfd : (next_rand(&rnd) % 2 ? nul : (int)next_rand(&rnd));
 		/* Small reserves keep INIT cheap; sometimes a hostile one. */
 		init->reserve_pages = next_rand(&rnd) % 8 ? 1024 + next_rand(&rnd) % 1024 : next_rand(&rnd);
+#ifdef LIVEDUMP_INIT_EXCLUDE
+		/* Page classes: mostly valid ones with the flag, sometimes anything. */
+		if (next_rand(&rnd) % 4 == 0) {
+			init->flags |= LIVEDUMP_INIT_EXCLUDE;
+			init->exclude = next_rand(&rnd) % 4 ? next_rand(&rnd) % 64 : (__u32)next_rand(&rnd);
+		}
+#endif
 		ret = ioctl(dev, cmd, pointer(&rnd, buf));
 		err = ret ? errno : 0;
 		for (k = 0; k < sizeof(documented) / sizeof(documented[0]); k++)

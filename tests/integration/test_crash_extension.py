@@ -122,8 +122,11 @@ def session(pipeline, dumped, extension):
 def test_livedump_shows_what_the_tool_printed(dumped, session):
     status = dumped["taken"].status
     out = session["outputs"]["livedump"]
-    assert "LIVEDUMP note version 2" in out, out
+    assert "LIVEDUMP note version 3" in out, out
     note = session["core"].livedump()
+    left_out = re.search(r"^  left out:\s+(\S+) \((\d+) pages in no PT_LOAD segment\)$", out, re.M)
+    assert left_out and left_out.group(1) == ",".join(note.excluded_classes) == status["exclude"], out
+    assert int(left_out.group(2)) == note.excluded_pages
     assert field(out, "reserve") == status["reserve_pages"] == str(note.reserve_pages)
     assert field(out, "slowest fault") == str(note.fault_max_ns)
     assert f"  reason:            {REASON}\n" in out

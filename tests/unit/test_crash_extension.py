@@ -52,6 +52,10 @@ def livedump_desc(reason: str = "because", pfns: tuple[int, ...] = (), *, versio
         # What the dump cost: reserve, used at most, page table pages, used, slowest fault, log2 histogram.
         head += struct.pack("<5Q32Q", 4096, 1234, 300, 21, 98_765, *([0] * 8 + [5, 7] + [0] * 22))
         assert len(head) == 208 + 296
+    if version >= 3:
+        # Page classes: left out user,free,own (bits 3, 4, 5); RAM by class; pages in no PT_LOAD.
+        head += struct.pack("<IIQ16Q", 0x38, 7, 11300, 700, 20, 10, 6000, 5000, 300, 0, *([0] * 9))
+        assert len(head) == 208 + 296 + 144
     return head + struct.pack(f"<{len(pfns)}Q", *pfns)
 
 
@@ -142,6 +146,19 @@ def test_prints_the_note_and_cpus(built, tmp_path):
     assert "      0      100  ffffffff81000000  ffffc90000003f00\n" in out
     assert "      1      101  ffffffff81000001  ffffc90000003f01\n" in out
     assert "MISMATCH" not in out
+
+
+def test_version_3_shows_the_classes_and_finds_the_pfns_after_them(built, tmp_path):
+    desc = livedump_desc("v3", pfns=(0x200, 0x201, 0x202), version=3)
+    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS)))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "LIVEDUMP note version 3\n" in out
+    assert "unknown version" not in out
+    assert "  left out:          user,free,own (11300 pages in no PT_LOAD segment)\n" in out
+    assert ("  RAM by class:      kernel 700 cache 20 cache-private 10 user 6000 free 5000 own 300 unknown 0"
+            in out)
+    assert re.search(r"^\s+0x200-0x202\b", out, re.M), out
 
 
 def test_version_2_shows_the_costs_and_finds_the_pfns_after_them(built, tmp_path):

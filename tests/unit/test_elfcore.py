@@ -114,6 +114,46 @@ def test_livedump_note_version_2_costs_and_pfns_after_them():
     assert v1.reserve_pages is None and v1.failed_pfns == (7,)
 
 
+def v3_desc(pfns: list[int], *, exclude: int = 0x38, excluded: int = 11_000) -> bytes:
+    head = bytearray(livedump_desc("v3", []))
+    struct.pack_into("<I", head, 0, 3)
+    struct.pack_into("<QQ", head, 64, len(pfns), len(pfns))  # failed_pages, nr_listed
+    costs = struct.pack(f"<5Q{elfcore.FAULT_HIST_BUCKETS}Q", 1, 1, 1, 1, 1, *([0] * elfcore.FAULT_HIST_BUCKETS))
+    classes = struct.pack("<IIQ16Q", exclude, 7, excluded, 700, 20, 10, 6000, 5000, 300, 0, *([0] * 9))
+    return bytes(head) + costs + classes + struct.pack(f"<{len(pfns)}Q", *pfns)
+
+
+def test_livedump_note_version_3_classes():
+    ld = elfcore.LivedumpNote.parse(v3_desc([0x99]))
+    assert ld.version == 3 and ld.failed_pfns == (0x99,)
+    assert ld.excluded_classes == ("user", "free", "own")
+    assert ld.class_pages == {"kernel": 700, "cache": 20, "cache-private": 10, "user": 6000, "free": 5000,
+                              "own": 300, "unknown": 0}
+    assert ld.excluded_pages == 11_000
+    assert elfcore.LivedumpNote.parse(v3_desc([], exclude=0)).excluded_classes == ()
+    # Version 2 has no classes.
+    head = bytearray(livedump_desc("v2", []))
+    struct.pack_into("<I", head, 0, 2)
+    v2 = elfcore.LivedumpNote.parse(bytes(head) + struct.pack("<37Q", *([0] * 37)))
+    assert v2.class_pages is None and v2.excluded_classes is None
+
+
+def test_livedump_note_version_3_names_classes_it_does_not_know():
+    desc = bytearray(v3_desc([]))
+    at = 208 + 296
+    struct.pack_into("<I", desc, at + 4, 8)  # nr_classes: one more than this reader knows
+    struct.pack_into("<Q", desc, at + 16 + 7 * 8, 42)
+    assert elfcore.LivedumpNote.parse(bytes(desc)).class_pages["class 7"] == 42
+    struct.pack_into("<I", desc, at + 4, 17)
+    with pytest.raises(elfcore.NotAnElfDump, match="17 page classes"):
+        elfcore.LivedumpNote.parse(bytes(desc))
+
+
+def test_livedump_note_version_3_cut_short_is_an_error():
+    with pytest.raises(elfcore.NotAnElfDump, match="version 3"):
+        elfcore.LivedumpNote.parse(v3_desc([])[:-16])
+
+
 def test_livedump_note_version_2_cut_short_is_an_error():
     head = bytearray(livedump_desc("v2", []))
     struct.pack_into("<I", head, 0, 2)
