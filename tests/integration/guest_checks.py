@@ -12,9 +12,10 @@ def state(console) -> str:
     return dump_mod.status(console)["state"]
 
 
-def expect_errno(console, command: str, code: int, state_after: str) -> None:
-    """``command`` fails with the documented errno ``code`` and leaves the dump in ``state_after``."""
+def expect_errno(console, command: str, code: int, state_after: str):
+    """``command`` fails with the documented errno ``code`` and leaves the dump in ``state_after``; its result."""
     result = console.run(command)
     assert result.status == code, f"`{command}` exited {result.status}, wanted {errno.errorcode[code]}: " \
                                   f"{result.output}"
     assert state(console) == state_after
+    return result

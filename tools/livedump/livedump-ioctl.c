@@ -18,7 +18,13 @@
  *
  * FLAG is "test-no-wrprotect" (LIVEDUMP_INIT_TEST_NO_WRPROTECT: a sweep
  * without write protection, for testing only; the kernel needs
- * CONFIG_TEST_LIVEDUMP).
+ * CONFIG_TEST_LIVEDUMP), "test-hold", "exclude=CLASSES" (a comma-separated
+ * list of page classes to leave out, "none", "default", or a number as
+ * makedumpfile -d takes it) or "include-user" (user pages in the dump).
+ * init and dump print the classes left out as "livedump: exclude=LIST".
+ *
+ * "release" with nothing set up says so and exits 0.  An INIT refused with
+ * EBUSY says which state the dump that holds the device is in.
  *
  * "status" prints the dump status as key=value lines.  On failure the
  * error is printed on stderr and the exit status is the errno value.
@@ -48,6 +54,17 @@
 #define LIVEDUMP_INIT_KEEP	0
 #endif
 
+#ifdef LIVEDUMP_INIT_EXCLUDE
+/* Page classes by their bit in livedump_init::exclude. */
+static const char *const class_names[] = {
+	[LIVEDUMP_CLASS_CACHE]		= "cache",
+	[LIVEDUMP_CLASS_CACHE_PRIVATE]	= "cache-private",
+	[LIVEDUMP_CLASS_USER]		= "user",
+	[LIVEDUMP_CLASS_FREE]		= "free",
+	[LIVEDUMP_CLASS_OWN]		= "own",
+};
+#endif
+
 static const char *const state_names[] = {
 	[LIVEDUMP_STATE_IDLE]		= "idle",
 	[LIVEDUMP_STATE_READY]		= "ready",
@@ -70,14 +87,124 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: livedump-ioctl dump|init TARGET [REASON [RESERVE_PAGES [FLAG...]]]\n"
 		"       livedump-ioctl start|sweep|release|status\n"
-		"FLAG: test-no-wrprotect, test-hold\n");
+		"FLAG: test-no-wrprotect, test-hold, exclude=CLASSES, include-user\n"
+		"CLASSES: none, default, a number, or a list of cache,cache-private,user,free,own\n");
 	return 2;
+}
+
+#ifdef LIVEDUMP_INIT_EXCLUDE
+/* "none", "default", a number, or names of classes separated by commas. */
+static int parse_exclude(const char *arg, uint32_t *mask)
+{
+	char buf[128], *name, *save, *end;
+	unsigned int c;
+
+	if (!strcmp(arg, "none")) {
+		*mask = 0;
+		return 0;
+	}
+	if (!strcmp(arg, "default")) {
+		*mask = LIVEDUMP_EXCLUDE_DEFAULT;
+		return 0;
+	}
+	*mask = strtoul(arg, &end, 0);
+	if (*arg && !*end)
+		return *mask & ~LIVEDUMP_EXCLUDE_ALL ? -1 : 0;
+	if (strlen(arg) >= sizeof(buf))
+		return -1;
+	strcpy(buf, arg);
+	*mask = 0;
+	for (name = strtok_r(buf, ",", &save); name;
+	     name = strtok_r(NULL, ",", &save)) {
+		for (c = 0; c < LIVEDUMP_NR_CLASSES; c++) {
+			if (class_names[c] && !strcmp(name, class_names[c]))
+				break;
+		}
+		if (c == LIVEDUMP_NR_CLASSES)
+			return -1;
+		*mask |= 1U << c;
+	}
+	return 0;
+}
+
+static void print_exclude(uint32_t mask)
+{
+	const char *sep = "";
+	unsigned int c;
+
+	printf("livedump: exclude=");
+	for (c = 0; c < LIVEDUMP_NR_CLASSES; c++) {
+		if (mask & (1U << c)) {
+			printf("%s%s", sep, class_names[c]);
+			sep = ",";
+		}
+	}
+	printf("%s\n", *sep ? "" : "none");
+	if (!(mask & LIVEDUMP_EXCLUDE_USER))
+		printf("livedump: note: user pages are dumped as found: writes through user mappings are not trapped, they may be torn\n");
+	fflush(stdout);
+}
+#else
+/* Kernels from before page classes dump all of RAM and refuse these. */
+#define LIVEDUMP_EXCLUDE_DEFAULT	0
+static int parse_exclude(const char *arg, uint32_t *mask)
+{
+	return -1;
+}
+
+static void print_exclude(uint32_t mask)
+{
+}
+#endif
+
+static int get_status(int dev, struct livedump_status *st)
+{
+	memset(st, 0, sizeof(*st));
+	return ioctl(dev, LIVEDUMP_IOC_STATUS, st);
+}
+
+static const char *state_name(unsigned int state)
+{
+	return state < sizeof(state_names) / sizeof(state_names[0]) ? state_names[state] : "unknown";
+}
+
+/* INIT said EBUSY: say what holds what, and what to do about it. */
+static void explain_busy(int dev, const char *target)
+{
+	struct livedump_status st;
+
+	if (get_status(dev, &st))
+		return;
+	if (st.state == LIVEDUMP_STATE_IDLE) {
+		fprintf(stderr, "livedump: %s is in use (mounted, or held open exclusively), or a system sleep is "
+			"being prepared\n", target);
+		return;
+	}
+	fprintf(stderr, "livedump: a dump is already set up, state %s (%" PRIu64 "/%" PRIu64 " pages written)",
+		state_name(st.state), (uint64_t)st.pages_dumped, (uint64_t)st.pages_total);
+	if (st.state == LIVEDUMP_STATE_SWEEPING)
+		fprintf(stderr, ": wait for it to end, or stop the \"livedump dump\" that drives it\n");
+	else
+		fprintf(stderr, ": \"livedump release\" drops it (\"livedump status\" shows it first)\n");
+}
+
+/* The classes the dump set up leaves out, as the kernel says, or @asked. */
+static uint32_t dump_exclude(int dev, uint32_t asked)
+{
+#ifdef LIVEDUMP_STATUS_SIZE_VER2
+	struct livedump_status st;
+
+	if (!get_status(dev, &st) && st.size >= LIVEDUMP_STATUS_SIZE_VER2)
+		return st.exclude;
+#endif
+	return asked;
 }
 
 static int do_init(int dev, int argc, char **argv, unsigned int flags)
 {
 	struct livedump_init init;
-	int fd, ret, i;
+	uint32_t exclude = LIVEDUMP_EXCLUDE_DEFAULT;
+	int fd, ret, i, exclude_user = 1;
 
 	if (argc < 3)
 		return usage();
@@ -93,9 +220,33 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 			init.flags |= LIVEDUMP_INIT_TEST_NO_WRPROTECT;
 		else if (!strcmp(argv[i], "test-hold"))
 			init.flags |= LIVEDUMP_INIT_TEST_HOLD;
+		else if (!strncmp(argv[i], "exclude=", 8)) {
+			if (parse_exclude(argv[i] + 8, &exclude)) {
+				fprintf(stderr, "livedump-ioctl: unknown page classes: %s\n",
+					argv[i] + 8);
+				return usage();
+			}
+#ifdef LIVEDUMP_INIT_EXCLUDE
+			init.flags |= LIVEDUMP_INIT_EXCLUDE;
+#endif
+		} else if (!strcmp(argv[i], "include-user"))
+			exclude_user = 0;
 		else
 			return usage();
 	}
+#ifdef LIVEDUMP_INIT_EXCLUDE
+	/* Whatever the order of the flags, include-user wins. */
+	if (!exclude_user) {
+		exclude &= ~LIVEDUMP_EXCLUDE_USER;
+		init.flags |= LIVEDUMP_INIT_EXCLUDE;
+	}
+	/* Without the flag the kernel's default applies, and exclude is 0. */
+	if (init.flags & LIVEDUMP_INIT_EXCLUDE)
+		init.exclude = exclude;
+#else
+	if (!exclude_user)
+		return usage();
+#endif
 
 	/* The kernel takes its own reference to the block device. */
 	fd = open(argv[2], O_WRONLY);
@@ -103,9 +254,14 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 		return fail(argv[2]);
 	init.fd = fd;
 	ret = ioctl(dev, LIVEDUMP_IOC_INIT, &init);
-	if (ret)
+	if (ret) {
 		ret = fail("init");
+		if (ret == EBUSY)
+			explain_busy(dev, argv[2]);
+	}
 	close(fd);
+	if (!ret)
+		print_exclude(dump_exclude(dev, exclude));
 	if ((init.flags & LIVEDUMP_INIT_TEST_HOLD) && ret == EINVAL)
 		fprintf(stderr, "livedump: --test-hold needs a kernel with CONFIG_TEST_LIVEDUMP\n");
 	if (init.flags & LIVEDUMP_INIT_TEST_NO_WRPROTECT) {
@@ -119,8 +275,7 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 
 static void print_status(const struct livedump_status *st, const char *p)
 {
-	printf("%sstate=%s\n", p, st->state < sizeof(state_names) /
-	       sizeof(state_names[0]) ? state_names[st->state] : "unknown");
+	printf("%sstate=%s\n", p, state_name(st->state));
 	printf("%spages_total=%" PRIu64 "\n", p, (uint64_t)st->pages_total);
 	printf("%spages_dumped=%" PRIu64 "\n", p, (uint64_t)st->pages_dumped);
 	printf("%scow_faults=%" PRIu64 "\n", p, (uint64_t)st->cow_faults);
@@ -145,11 +300,6 @@ static void print_status(const struct livedump_status *st, const char *p)
 #endif
 }
 
-static int get_status(int dev, struct livedump_status *st)
-{
-	memset(st, 0, sizeof(*st));
-	return ioctl(dev, LIVEDUMP_IOC_STATUS, st);
-}
 
 static int do_status(int dev)
 {
@@ -224,6 +374,24 @@ out:
 	return ret;
 }
 
+/* UNINIT, but nothing to release is not an error for the tool. */
+static int do_release(int dev)
+{
+	struct livedump_status st;
+
+	if (!get_status(dev, &st) && st.state == LIVEDUMP_STATE_IDLE) {
+		printf("livedump: nothing to release\n");
+		return 0;
+	}
+	if (ioctl(dev, LIVEDUMP_IOC_UNINIT)) {
+		if (errno == EBUSY)
+			fprintf(stderr, "livedump-ioctl: the dump belongs to another process's open /dev/livedump "
+				"(a running \"livedump dump\"?): stop that process, its exit releases the dump\n");
+		return fail("release");
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = getenv("LIVEDUMP_DEV");
@@ -256,6 +424,8 @@ int main(int argc, char **argv)
 		return do_init(dev, argc, argv, LIVEDUMP_INIT_KEEP);
 	if (!strcmp(argv[1], "status"))
 		return do_status(dev);
+	if (!strcmp(argv[1], "release"))
+		return do_release(dev);
 	if (ioctl(dev, cmd)) {
 		if (errno == EBUSY)
 			fprintf(stderr, "livedump-ioctl: the dump belongs to another process's open /dev/livedump "
