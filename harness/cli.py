@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-no-wrprotect", action="store_true",
                    help="the negative control: dumps without write protection must show unexplained pages")
     p.add_argument("--keep", action="store_true", help="keep QEMU's captures (capture-N.elf, as large as RAM)")
+    p.add_argument("--exclude", default="none", metavar="CLASSES",
+                   help="page classes the dumps leave out (livedump dump --exclude); the default compares every "
+                        "page of RAM (default: %(default)s)")
     p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")
     p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")
     p.add_argument("--vmlinux", type=Path, help="vmlinux of the dumped kernel (default: the harness build's)")

@@ -156,7 +156,7 @@ class OracleRun:
 
 
 def one_run(p: Pipeline, console: GuestConsole, disks: tuple[Disk, ...], index: int, *,
-            no_wrprotect: bool, keep: bool) -> OracleRun:
+            no_wrprotect: bool, keep: bool, exclude: str = "none") -> OracleRun:
     """A dump held at its instant, QEMU's capture of it, then the comparison and the classes."""
     kernel = p.build()
     capture_path = p.run.path(f"capture-{index}.elf")
@@ -164,7 +164,7 @@ def one_run(p: Pipeline, console: GuestConsole, disks: tuple[Disk, ...], index: 
                               p.options.timeouts.command)
     responder.connect()
     responder.start()
-    flags = "--test-hold" + (" --test-no-wrprotect" if no_wrprotect else "")
+    flags = f"--test-hold --exclude {exclude}" + (" --test-no-wrprotect" if no_wrprotect else "")
     say(f"oracle run {index}: livedump dump {flags}, QEMU captures the held guest...")
     # A sweep under the load, at the writer's background priority for its first seconds, takes a while.
     timeout = max(DUMP_TIMEOUT, p.options.timeouts.command)
@@ -192,8 +192,10 @@ def one_run(p: Pipeline, console: GuestConsole, disks: tuple[Disk, ...], index: 
     return run
 
 
-def oracle(p: Pipeline, runs: int, *, no_wrprotect: bool = False, keep: bool = False) -> list[OracleRun]:
-    """``runs`` dumps of one guest under the e2e load and the torture load, each against its capture."""
+def oracle(p: Pipeline, runs: int, *, no_wrprotect: bool = False, keep: bool = False,
+           exclude: str = "none") -> list[OracleRun]:
+    """``runs`` dumps of one guest under the e2e load and the torture load, each against its capture; the
+    dumps leave out the page classes ``exclude`` names (livedump dump --exclude)."""
     disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
     out: list[OracleRun] = []
     with p.boot(disks, hold_socket=p.run.path(HOLD_SOCKET)) as console:
@@ -205,7 +207,7 @@ def oracle(p: Pipeline, runs: int, *, no_wrprotect: bool = False, keep: bool = F
         dump_mod.torture(console, True)
         try:
             for i in range(1, runs + 1):
-                out.append(one_run(p, console, disks, i, no_wrprotect=no_wrprotect, keep=keep))
+                out.append(one_run(p, console, disks, i, no_wrprotect=no_wrprotect, keep=keep, exclude=exclude))
         finally:
             dump_mod.torture(console, False)
             dump_mod.stop_load(console)
@@ -220,7 +222,7 @@ def command(p: Pipeline, args) -> int:
     if not (kernel.headers / "linux" / "livedump.h").is_file():
         raise OracleError("this kernel has no livedump (series or fragment missing)")
     with p.run.stage("oracle"):
-        runs = oracle(p, args.runs, no_wrprotect=args.test_no_wrprotect, keep=args.keep)
+        runs = oracle(p, args.runs, no_wrprotect=args.test_no_wrprotect, keep=args.keep, exclude=args.exclude)
     path = p.run.path("oracle.json")
     path.write_text(json.dumps([asdict(r) for r in runs], indent=2, default=str) + "\n")
     bad = [r for r in runs if r.error or r.unexplained]
