@@ -151,9 +151,16 @@ def sweep_script(window_ms: int) -> str:
             f"wait; sed 's/^/sweep: /' /tmp/bench-sweep; sed 's/^/workload: /' /tmp/bench-workload")
 
 
+# What a bench dump leaves out, by default: nothing. Every page of RAM is swept, so that the throughput and
+# the dd control are of all of RAM at every size, as before page classes; --exclude default measures a dump
+# as users take it.
+DEFAULT_EXCLUDE = "none"
+
+
 def one_dump(console: GuestConsole, reason: str, window_ms: int, timeout: float, *,
-             probe: bool = False) -> DumpSample:
-    console.run(f"livedump init {dump_mod.DUMP_TARGET} --reason {shlex.quote(reason)}", check=True)
+             probe: bool = False, exclude: str = DEFAULT_EXCLUDE) -> DumpSample:
+    console.run(f"livedump init {dump_mod.DUMP_TARGET} --reason {shlex.quote(reason)} --exclude {exclude}",
+                check=True)
     # The probe starts after the stop: its interrupts-off sections must not delay the CPUs entering it.
     probe_cmds = (f"{PROBE_ON}; ", f"; {PROBE_READ}") if probe else ("", "")
     try:
@@ -327,15 +334,16 @@ def summarise_warmup(row: BenchRow, statuses: list[dict[str, str]]) -> None:
     row.warmup_fault_max_ns_all = [fault_max_ns(s) for s in statuses]
 
 
-def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0) -> BenchRow:
-    """One boot at this RAM size: everything the module docstring lists."""
+def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0,
+            exclude: str = DEFAULT_EXCLUDE) -> BenchRow:
+    """One boot at this RAM size: everything the module docstring lists; the dumps leave out ``exclude``."""
     nbytes = dump_mod.memory_bytes(size)
     mib = nbytes >> 20
     accel = p.accel(p.build().bzimage).accel
     kernel = p.build()
     row = BenchRow(memory=size, memory_mib=mib, accel=accel, smp=p.options.smp, repeat=repeat,
                    workload_window_ms=window_ms, kernel_release=kernel.release,
-                   bzimage_sha256=hashlib.sha256(kernel.bzimage.read_bytes()).hexdigest()[:16])
+                   bzimage_sha256=hashlib.sha256(kernel.bzimage.read_bytes()).hexdigest()[:16], exclude=exclude)
     # TCG writes a few tens of MiB/s at worst: give each long step time in proportion to the RAM.
     long_timeout = max(600.0, mib * 1.0)
     disk_dir = p.run.path(f"bench-{size}")
@@ -355,7 +363,7 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
             for i in range(1, warmup + 1):
                 say(f"warm-up dump {i}/{warmup} at {size} (not measured)...")
                 warm.append(one_dump(console, f"harness bench {size} warm-up {i}/{warmup}", window_ms,
-                                     long_timeout).status)
+                                     long_timeout, exclude=exclude).status)
                 say(f"  pause {warm[-1].get('pause_ns')} ns (warm-up)")
             summarise_warmup(row, warm)
             samples, idles = [], []
@@ -369,7 +377,7 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
                     idle_probes.append(probe_read(console))
                 say(f"dump {i}/{repeat} at {size}...")
                 samples.append(one_dump(console, f"harness bench {size} {i}/{repeat}", window_ms, long_timeout,
-                                        probe=probe))
+                                        probe=probe, exclude=exclude))
                 s = samples[-1]
                 say(f"  pause {s.status.get('pause_ns')} ns, sweep {s.sweep_ns / 1e9:.2f} s, "
                     f"COW faults {s.status.get('cow_faults')}, workload {s.workload_ops} ops in the sweep")
@@ -432,7 +440,7 @@ def command(p: Pipeline, args) -> int:
         p.options = replace(base, memory=size)
         try:
             with p.run.stage(f"bench {size}"):
-                rows.append(measure(p, size, args.repeat, args.window_ms, args.warmup))
+                rows.append(measure(p, size, args.repeat, args.window_ms, args.warmup, args.exclude))
         except HarnessError as e:
             say(f"{size}: {e.stage}: {e.message}")
             if e.detail:

@@ -22,6 +22,7 @@ class BenchRow:
     warmup: int = 0                 # dumps before the measured ones in the same boot, not in any median
     kernel_release: str | None = None
     bzimage_sha256: str | None = None  # of the bzImage this size booted (the build can change between sizes)
+    exclude: str | None = None       # page classes the dumps left out (livedump --exclude); None: before classes
     pause_ns: int | None = None     # median over the dumps
     pause_ns_all: list[int] = field(default_factory=list)
     qemu_dump_pause_ns: int | None = None  # median over --repeat runs

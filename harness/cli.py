@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "first dump pays for translating the code it runs (default: %(default)s)"),
     p.add_argument("--window-ms", type=int, default=1000, metavar="MS",
                    help="workload measurement window, idle and during a sweep (default: %(default)s)")
+    p.add_argument("--exclude", default=bench_mod.DEFAULT_EXCLUDE, metavar="CLASSES",
+                   help="page classes the dumps leave out (livedump --exclude); the default sweeps every page "
+                        "of RAM, comparable across sizes and with the dd control (default: %(default)s)")
     # --memory is a comma list here; one guest boot per size (all four sizes: a few minutes under TCG).
     p.set_defaults(memory=bench_mod.DEFAULT_SIZES, run_timeout=4 * 3600.0)
     p = add("soak", "many dump cycles in one boot under load: no warning, nothing leaked, every dump readable")

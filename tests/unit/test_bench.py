@@ -231,6 +231,7 @@ def test_one_dump_reads_the_guest_output_and_releases():
     assert s.during == {"4k": 30000, "2m": 494000, "1g": 0}
     assert s.status["pause_ns"] == "15000000"
     assert "'harness bench 512M 1/1'" in console.commands[0]
+    assert console.commands[0].endswith("--exclude none")  # every page of RAM, unless told otherwise
     assert console.commands[-1] == "livedump release"
 
 
