@@ -7,6 +7,7 @@ Documentation/admin-guide/livedump.rst for the table).
 from __future__ import annotations
 
 import errno
+import re
 
 import pytest
 from guest_checks import expect_errno, state
@@ -73,4 +74,19 @@ def test_unprivileged_caller(guest2):
 def test_a_dump_still_works_after_all_that(guest2):
     taken = dump_mod.dump_with_markers(guest2, dump_mod.DUMP_TARGET, reason="after bad input")
     assert taken.result.status == 0, taken.result.output
+    assert state(guest2) == "idle"
+
+
+def test_progress_is_one_line_on_a_terminal_plain_lines_otherwise_and_nothing_quiet(guest2):
+    """The serial console is a terminal: one line rewritten in place; through a pipe, a line per poll."""
+    on_tty = guest2.run(f"livedump dump {dump_mod.DUMP_TARGET} --reason tty")
+    assert on_tty.status == 0, on_tty.output
+    assert re.search(r"\rlivedump: +\d+% \d+/\d+ pages, [\d.]+ MiB/s, \d+ COW faults, reserve \d+% at most",
+                     on_tty.output), on_tty.output
+    piped = guest2.run(f"livedump dump {dump_mod.DUMP_TARGET} --reason piped | cat")
+    assert piped.status == 0, piped.output
+    assert "\r" not in piped.output and re.search(r"^livedump: \d+/\d+ pages$", piped.output, re.M), piped.output
+    assert re.search(r"^livedump: state=done$", piped.output, re.M)
+    quiet = guest2.run(f"livedump dump {dump_mod.DUMP_TARGET} --reason quiet --quiet")
+    assert quiet.status == 0 and quiet.output.strip() == "", quiet.output
     assert state(guest2) == "idle"

@@ -6,9 +6,11 @@
  *   livedump-ioctl init TARGET [REASON [RESERVE_PAGES [FLAG...]]]
  *   livedump-ioctl start | sweep | release | status
  *
- * "dump" takes a whole dump through one open file: INIT, START, SWEEP, a
- * progress line ("livedump: N/TOTAL pages") whenever it moved, the final
- * status as "livedump: key=value" lines, and UNINIT.  If the process is
+ * "dump" takes a whole dump through one open file: INIT, START, SWEEP,
+ * progress (on a terminal one line rewritten in place with the rate, COW
+ * faults, reserve use and time left; otherwise "livedump: N/TOTAL pages"
+ * whenever it moved), the final status as "livedump: key=value" lines,
+ * and UNINIT.  FLAG "quiet" leaves only errors.  If the process is
  * killed, closing the file releases the dump (a sweep under way runs to
  * its end first); SIGINT and SIGTERM abort it at once.
  *
@@ -38,9 +40,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/livedump.h>
+
+/* "quiet": errors only (dump), the exit status tells the rest. */
+static int quiet;
 
 /* Older uapi headers lack it; the kernel then refuses it with EINVAL. */
 #ifndef LIVEDUMP_INIT_TEST_NO_WRPROTECT
@@ -87,7 +93,7 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: livedump-ioctl dump|init TARGET [REASON [RESERVE_PAGES [FLAG...]]]\n"
 		"       livedump-ioctl start|sweep|release|status\n"
-		"FLAG: test-no-wrprotect, test-hold, exclude=CLASSES, include-user\n"
+		"FLAG: test-no-wrprotect, test-hold, exclude=CLASSES, include-user, quiet\n"
 		"CLASSES: none, default, a number, or a list of cache,cache-private,user,free,own\n");
 	return 2;
 }
@@ -231,6 +237,8 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 #endif
 		} else if (!strcmp(argv[i], "include-user"))
 			exclude_user = 0;
+		else if (!strcmp(argv[i], "quiet"))
+			quiet = 1;
 		else
 			return usage();
 	}
@@ -260,7 +268,7 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 			explain_busy(dev, argv[2]);
 	}
 	close(fd);
-	if (!ret)
+	if (!ret && !quiet)
 		print_exclude(dump_exclude(dev, exclude));
 	if ((init.flags & LIVEDUMP_INIT_TEST_HOLD) && ret == EINVAL)
 		fprintf(stderr, "livedump: --test-hold needs a kernel with CONFIG_TEST_LIVEDUMP\n");
@@ -318,12 +326,84 @@ static void on_stop_signal(int sig)
 	stop_signal = sig;
 }
 
+/*
+ * Progress of a sweep: on a terminal one line, rewritten in place, with
+ * the rate, the COW faults, the most of the reserve used and an estimate
+ * of the time left; otherwise a plain line whenever pages were written.
+ */
+struct progress {
+	int tty;
+	double t0, t_last;
+	uint64_t bytes_last, pages_last;
+	double mib_s;		/* smoothed */
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void progress_start(struct progress *pr)
+{
+	memset(pr, 0, sizeof(*pr));
+	pr->tty = isatty(STDOUT_FILENO);
+	pr->t0 = pr->t_last = now_s();
+	pr->pages_last = UINT64_MAX;
+}
+
+static void progress_show(struct progress *pr, const struct livedump_status *st)
+{
+	double t = now_s(), dt = t - pr->t_last, left;
+	uint64_t total = st->pages_total ? st->pages_total : 1;
+
+	if (quiet || st->pages_dumped == pr->pages_last)
+		return;
+	if (dt > 0 && pr->pages_last != UINT64_MAX) {
+		double rate = (st->bytes_written - pr->bytes_last) / dt / (1 << 20);
+
+		pr->mib_s = pr->mib_s ? 0.7 * pr->mib_s + 0.3 * rate : rate;
+	}
+	pr->t_last = t;
+	pr->bytes_last = st->bytes_written;
+	pr->pages_last = st->pages_dumped;
+	if (!pr->tty) {
+		printf("livedump: %" PRIu64 "/%" PRIu64 " pages\n",
+		       (uint64_t)st->pages_dumped, (uint64_t)st->pages_total);
+		fflush(stdout);
+		return;
+	}
+	printf("\rlivedump: %3.0f%% %" PRIu64 "/%" PRIu64 " pages, %.1f MiB/s, %" PRIu64 " COW faults",
+	       100.0 * st->pages_dumped / total, (uint64_t)st->pages_dumped, (uint64_t)st->pages_total,
+	       pr->mib_s, (uint64_t)st->cow_faults);
+#ifdef LIVEDUMP_FAULT_HIST
+	if (st->reserve_pages)
+		printf(", reserve %.0f%% at most", 100.0 * st->reserve_used_max / st->reserve_pages);
+#endif
+	if (pr->mib_s > 0 && st->pages_dumped < st->pages_total) {
+		left = (st->pages_total - st->pages_dumped) * 4096.0 / (1 << 20) / pr->mib_s;
+		printf(", %d:%02d left", (int)left / 60, (int)left % 60);
+	}
+	printf("\033[K");
+	fflush(stdout);
+}
+
+static void progress_end(struct progress *pr)
+{
+	if (!quiet && pr->tty && pr->pages_last != UINT64_MAX) {
+		printf("\n");
+		fflush(stdout);
+	}
+}
+
 /* INIT, START, SWEEP, wait, UNINIT, all through the one open file @dev. */
 static int do_dump(int dev, int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_stop_signal };
 	struct livedump_status st;
-	uint64_t last = UINT64_MAX;
+	struct progress pr;
 	int ret;
 
 	ret = do_init(dev, argc, argv, 0);
@@ -340,17 +420,13 @@ static int do_dump(int dev, int argc, char **argv)
 		ret = fail("sweep");
 		goto out;
 	}
+	progress_start(&pr);
 	for (;;) {
 		if (get_status(dev, &st)) {
 			ret = fail("status");
 			goto out;
 		}
-		if (st.pages_dumped != last) {
-			printf("livedump: %" PRIu64 "/%" PRIu64 " pages\n",
-			       (uint64_t)st.pages_dumped, (uint64_t)st.pages_total);
-			fflush(stdout);
-			last = st.pages_dumped;
-		}
+		progress_show(&pr, &st);
 		if (st.state != LIVEDUMP_STATE_SWEEPING)
 			break;
 		if (stop_signal) {
@@ -360,14 +436,17 @@ static int do_dump(int dev, int argc, char **argv)
 		}
 		sleep(1);
 	}
-	print_status(&st, "livedump: ");
+	progress_end(&pr);
+	if (!quiet)
+		print_status(&st, "livedump: ");
 	if (st.state != LIVEDUMP_STATE_DONE) {
 		fprintf(stderr, "livedump: dump failed: %s\n", strerror(-st.error));
 		ret = 1;
 		goto out;
 	}
-	printf("livedump: dump of %" PRIu64 " pages written to %s\n",
-	       (uint64_t)st.pages_total, argv[2]);
+	if (!quiet)
+		printf("livedump: dump of %" PRIu64 " pages written to %s\n",
+		       (uint64_t)st.pages_total, argv[2]);
 out:
 	if (ioctl(dev, LIVEDUMP_IOC_UNINIT) && !ret)
 		ret = fail("release");
