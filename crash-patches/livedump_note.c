@@ -598,6 +598,38 @@ static void print_failed_ranges(FILE *fp, const struct ld_dump *d)
 	free(pfns);
 }
 
+/*
+ * Note version 3: RAM by class is what the PT_LOAD segments hold plus what
+ * was left out, and no more was left out than the classes left out hold.
+ */
+static int check_classes(FILE *fp, const struct ld_dump *d)
+{
+	const struct ld_classes *k = &d->classes;
+	uint64_t ram = 0, left = 0;
+	unsigned int i;
+	int problems = 0;
+
+	for (i = 0; i < k->nr_classes; i++) {
+		ram += k->class_pages[i];
+		if (k->exclude & (1U << i))
+			left += k->class_pages[i];
+	}
+	if (ram != d->note.pages_total + k->excluded_pages) {
+		fprintf(fp, "  PROBLEM: RAM by class is %" PRIu64 " pages, not the %" PRIu64 " dumped + %" PRIu64
+			" left out\n", ram, d->note.pages_total, k->excluded_pages);
+		problems++;
+	}
+	if (k->excluded_pages > left) {
+		fprintf(fp, "  PROBLEM: %" PRIu64 " pages left out, the classes left out hold %" PRIu64 "\n",
+			k->excluded_pages, left);
+		problems++;
+	}
+	if (!problems)
+		fprintf(fp, "  page classes: %" PRIu64 " pages of RAM, %" PRIu64 " dumped, %" PRIu64 " left out\n",
+			ram, d->note.pages_total, k->excluded_pages);
+	return problems;
+}
+
 int ld_check(FILE *fp, int fd, const struct ld_dump *d, uint64_t size, int is_blockdev)
 {
 	const struct ld_note *n = &d->note;
@@ -667,6 +699,8 @@ int ld_check(FILE *fp, int fd, const struct ld_dump *d, uint64_t size, int is_bl
 		fprintf(fp, "  PROBLEM: no VMCOREINFO note\n");
 		problems++;
 	}
+	if (d->has_classes)
+		problems += check_classes(fp, d);
 	if (n->failed_pages) {
 		fprintf(fp, "  PROBLEM: %" PRIu64 " page%s marked inconsistent (content not from the instant of the dump)\n",
 			n->failed_pages, n->failed_pages == 1 ? "" : "s");

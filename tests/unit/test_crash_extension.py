@@ -53,8 +53,9 @@ def livedump_desc(reason: str = "because", pfns: tuple[int, ...] = (), *, versio
         head += struct.pack("<5Q32Q", 4096, 1234, 300, 21, 98_765, *([0] * 8 + [5, 7] + [0] * 22))
         assert len(head) == 208 + 296
     if version >= 3:
-        # Page classes: left out user,free,own (bits 3, 4, 5); RAM by class; pages in no PT_LOAD.
-        head += struct.pack("<IIQ16Q", 0x38, 7, 11300, 700, 20, 10, 6000, 5000, 300, 0, *([0] * 9))
+        # Page classes: user,free,own (bits 3, 4, 5) left out, 11300 pages in no PT_LOAD; RAM by class is
+        # what the segments hold (kernel, cache) plus those.
+        head += struct.pack("<IIQ16Q", 0x38, 7, 11300, pages_total - 30, 20, 10, 6000, 5000, 300, 0, *([0] * 9))
         assert len(head) == 208 + 296 + 144
     return head + struct.pack(f"<{len(pfns)}Q", *pfns)
 
@@ -88,6 +89,8 @@ def make_core(notes: bytes, loads: list[tuple[int, bytes]], *, e_type: int = 4, 
 
 
 LOADS = [(0x1000, b"A" * PAGE), (0x100000, b"B" * 2 * PAGE)]
+# 33 pages in two segments with a gap: what a dump that left pages out holds.
+LOADS_33 = [(0x1000, b"A" * PAGE), (0x200000, b"C" * 32 * PAGE)]
 
 
 # -- building and running -----------------------------------------------------------
@@ -149,14 +152,14 @@ def test_prints_the_note_and_cpus(built, tmp_path):
 
 
 def test_version_3_shows_the_classes_and_finds_the_pfns_after_them(built, tmp_path):
-    desc = livedump_desc("v3", pfns=(0x200, 0x201, 0x202), version=3)
-    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS)))
+    desc = livedump_desc("v3", pfns=(0x200, 0x201, 0x202), version=3, pages_total=33)
+    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS_33)))
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "LIVEDUMP note version 3\n" in out
     assert "unknown version" not in out
     assert "  left out:          user,free,own (11300 pages in no PT_LOAD segment)\n" in out
-    assert ("  RAM by class:      kernel 700 cache 20 cache-private 10 user 6000 free 5000 own 300 unknown 0"
+    assert ("  RAM by class:      kernel 3 cache 20 cache-private 10 user 6000 free 5000 own 300 unknown 0"
             in out)
     assert re.search(r"^\s+0x200-0x202\b", out, re.M), out
 
@@ -293,6 +296,20 @@ def test_check_reports_inconsistent_pages_with_their_place(built, tmp_path):
     assert "    pfn 0x100-0x101: PT_LOAD #2, file offset 0x2000\n" in out
     assert "    pfn 0x5000: not in any PT_LOAD segment\n" in out
     assert "result: FAILED (1 problem)" in out
+
+
+def test_check_accounts_for_ram_by_class(built, tmp_path):
+    good = write(tmp_path, make_core(livedump_notes(livedump_desc(version=3, pages_total=33)), LOADS_33))
+    r = run(built, good, "-c")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "  page classes: 11333 pages of RAM, 33 dumped, 11300 left out\n" in r.stdout
+    # More left out than the classes left out hold, and RAM that is neither dumped nor left out.
+    desc = bytearray(livedump_desc(version=3, pages_total=33))
+    struct.pack_into("<Q", desc, 208 + 296 + 8, 20000)  # excluded_pages
+    r = run(built, write(tmp_path, make_core(livedump_notes(bytes(desc)), LOADS_33)), "-c")
+    assert r.returncode == 1
+    assert "PROBLEM: RAM by class is 11333 pages, not the 33 dumped + 20000 left out" in r.stdout
+    assert "PROBLEM: 20000 pages left out, the classes left out hold 11300" in r.stdout
 
 
 def test_check_finds_counters_that_disagree_with_the_headers(built, tmp_path):
