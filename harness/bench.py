@@ -154,7 +154,7 @@ def sweep_script(window_ms: int) -> str:
 # What a bench dump leaves out, by default: nothing. Every page of RAM is swept, so that the throughput and
 # the dd control are of all of RAM at every size, as before page classes; --exclude default measures a dump
 # as users take it.
-DEFAULT_EXCLUDE = "none"
+DEFAULT_EXCLUDE = dump_mod.EVERY_PAGE
 
 
 def one_dump(console: GuestConsole, reason: str, window_ms: int, timeout: float, *,

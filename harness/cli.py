@@ -16,6 +16,7 @@ from pathlib import Path
 from . import bench as bench_mod
 from . import bisect as bisect_mod
 from . import consistency, e2e, log
+from . import dump as dump_mod
 from . import extract as extract_mod
 from . import faults as faults_mod
 from . import fuzz as fuzz_mod
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-no-wrprotect", action="store_true",
                    help="the negative control: dumps without write protection must show unexplained pages")
     p.add_argument("--keep", action="store_true", help="keep QEMU's captures (capture-N.elf, as large as RAM)")
-    p.add_argument("--exclude", default="none", metavar="CLASSES",
+    p.add_argument("--exclude", default=dump_mod.EVERY_PAGE, metavar="CLASSES",
                    help="page classes the dumps leave out (livedump dump --exclude); the default compares every "
                         "page of RAM (default: %(default)s)")
     p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")

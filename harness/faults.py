@@ -139,7 +139,7 @@ def kernel_log(console: GuestConsole) -> str:
 
 # The faulty dumps keep every page of RAM: the --eio-at offsets are MiB into a dump of all of it, and a
 # filtered dump would end (well) before the half or the end of RAM.
-FAULT_DUMP_FLAGS = "--exclude none"
+FAULT_DUMP_FLAGS = f"--exclude {dump_mod.EVERY_PAGE}"
 
 
 def mid_sweep_dump(console: GuestConsole, qmp: QmpClient, fault: str, target: str, index: int,

@@ -156,7 +156,7 @@ class OracleRun:
 
 
 def one_run(p: Pipeline, console: GuestConsole, disks: tuple[Disk, ...], index: int, *,
-            no_wrprotect: bool, keep: bool, exclude: str = "none") -> OracleRun:
+            no_wrprotect: bool, keep: bool, exclude: str = dump_mod.EVERY_PAGE) -> OracleRun:
     """A dump held at its instant, QEMU's capture of it, then the comparison and the classes."""
     kernel = p.build()
     capture_path = p.run.path(f"capture-{index}.elf")
@@ -193,7 +193,7 @@ def one_run(p: Pipeline, console: GuestConsole, disks: tuple[Disk, ...], index: 
 
 
 def oracle(p: Pipeline, runs: int, *, no_wrprotect: bool = False, keep: bool = False,
-           exclude: str = "none") -> list[OracleRun]:
+           exclude: str = dump_mod.EVERY_PAGE) -> list[OracleRun]:
     """``runs`` dumps of one guest under the e2e load and the torture load, each against its capture; the
     dumps leave out the page classes ``exclude`` names (livedump dump --exclude)."""
     disks = dump_mod.dump_disks(p.run.directory, dump_mod.memory_bytes(p.options.memory))
