@@ -66,9 +66,6 @@ def class_problems(note: elfcore.LivedumpNote, meminfo: SnapshotMeminfo, *, tole
         ours, theirs = counts[name], of(meminfo)
         if abs(ours - theirs) > tolerance * max(ours, theirs) + slack_pages:
             problems.append(f"{name}: the note counts {ours} pages, the snapshot's counter {theirs}")
-    ram = sum(note.class_pages.values())
-    if note.excluded_pages is None or note.excluded_pages > ram:
-        problems.append(f"{note.excluded_pages} pages left out of {ram} pages of RAM")
     return problems
 
 
