@@ -262,11 +262,10 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 		return fail(argv[2]);
 	init.fd = fd;
 	ret = ioctl(dev, LIVEDUMP_IOC_INIT, &init);
-	if (ret) {
+	if (ret)
 		ret = fail("init");
-		if (ret == EBUSY)
-			explain_busy(dev, argv[2]);
-	}
+	if (ret == EBUSY)
+		explain_busy(dev, argv[2]);
 	close(fd);
 	if (!ret && !quiet)
 		print_exclude(dump_exclude(dev, exclude));
@@ -333,7 +332,7 @@ static void on_stop_signal(int sig)
  */
 struct progress {
 	int tty;
-	double t0, t_last;
+	double t_last;
 	uint64_t bytes_last, pages_last;
 	double mib_s;		/* smoothed */
 };
@@ -350,7 +349,7 @@ static void progress_start(struct progress *pr)
 {
 	memset(pr, 0, sizeof(*pr));
 	pr->tty = isatty(STDOUT_FILENO);
-	pr->t0 = pr->t_last = now_s();
+	pr->t_last = now_s();
 	pr->pages_last = UINT64_MAX;
 }
 
@@ -453,6 +452,21 @@ out:
 	return ret;
 }
 
+/* START, SWEEP or UNINIT of a dump set up by "init"; @what names it. */
+static int drive(int dev, unsigned long cmd, const char *what)
+{
+	int err;
+
+	if (!ioctl(dev, cmd))
+		return 0;
+	err = errno;
+	if (err == EBUSY)
+		fprintf(stderr, "livedump-ioctl: the dump belongs to another process's open /dev/livedump "
+			"(a running \"livedump dump\"?): stop that process, its exit releases the dump\n");
+	errno = err;	/* for fail() */
+	return fail(what);
+}
+
 /* UNINIT, but nothing to release is not an error for the tool. */
 static int do_release(int dev)
 {
@@ -462,13 +476,7 @@ static int do_release(int dev)
 		printf("livedump: nothing to release\n");
 		return 0;
 	}
-	if (ioctl(dev, LIVEDUMP_IOC_UNINIT)) {
-		if (errno == EBUSY)
-			fprintf(stderr, "livedump-ioctl: the dump belongs to another process's open /dev/livedump "
-				"(a running \"livedump dump\"?): stop that process, its exit releases the dump\n");
-		return fail("release");
-	}
-	return 0;
+	return drive(dev, LIVEDUMP_IOC_UNINIT, "release");
 }
 
 int main(int argc, char **argv)
@@ -505,11 +513,5 @@ int main(int argc, char **argv)
 		return do_status(dev);
 	if (!strcmp(argv[1], "release"))
 		return do_release(dev);
-	if (ioctl(dev, cmd)) {
-		if (errno == EBUSY)
-			fprintf(stderr, "livedump-ioctl: the dump belongs to another process's open /dev/livedump "
-				"(a running \"livedump dump\"?): stop that process, its exit releases the dump\n");
-		return fail(argv[1]);
-	}
-	return 0;
+	return drive(dev, cmd, argv[1]);
 }
