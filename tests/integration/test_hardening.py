@@ -174,12 +174,27 @@ def test_the_reserve_is_given_back_when_the_sweep_ends(hguest):
     assert done - before < reserve_kb // 8, (before, ready, done, reserve_kb)
 
 
+# kill -9 returns before the holder has exited (and closed its file): wait until it has.
+KILL_HOLDER = ("p=$(cat /tmp/hold.pid); kill -9 $p 2>/dev/null; i=0; "
+               "while [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status && [ $i -lt 30 ]; do sleep 1; "
+               "i=$((i+1)); done; true")
+
+
 def hold_a_started_dump(console) -> None:
-    """A background process (pid in /tmp/hold.pid) holds a STARTED dump through the file that set it up."""
-    held = console.run(f"ldharden hold {dump_mod.DUMP_TARGET} > /tmp/hold.out & echo $! > /tmp/hold.pid; "
+    """A background process (pid in /tmp/hold.pid) holds a STARTED dump through the file that set it up.
+
+    If it does not say so within a minute, what it is doing (its kernel stack, the dump's state, the
+    kernel log) goes into the failure, and it is killed: a holder left behind would make every later
+    test in this guest fail with EBUSY instead of its own reason.
+    """
+    held = console.run(f"ldharden hold {dump_mod.DUMP_TARGET} > /tmp/hold.out 2>&1 & echo $! > /tmp/hold.pid; "
                        "i=0; until grep -q held /tmp/hold.out || [ $i -ge 60 ]; do sleep 1; i=$((i+1)); done; "
                        "cat /tmp/hold.out", check=True)
-    assert "held" in held.output, held.output
+    if "held" not in held.output:
+        why = console.run("p=$(cat /tmp/hold.pid); echo pid=$p; cat /proc/$p/wchan /proc/$p/stack; "
+                          "livedump status; dmesg | tail -n 30").output
+        console.run(KILL_HOLDER, check=True)
+        pytest.fail(f"ldharden hold did not set a dump up within 60 s; it printed {held.output!r}\n{why}")
     assert state(console) == "started"
 
 
@@ -188,7 +203,7 @@ def test_a_killed_tool_releases_its_dump(hguest):
     console, _ = hguest
     before = bench.meminfo(console)
     hold_a_started_dump(console)
-    console.run("kill -9 $(cat /tmp/hold.pid); wait; true", check=True)
+    console.run(KILL_HOLDER, check=True)
     assert state(console) == "idle"
     assert bench.meminfo(console) == before
 
@@ -204,7 +219,7 @@ def test_only_the_file_that_set_a_dump_up_drives_it(hguest):
             expect_errno(console, f"livedump {step}", errno.EBUSY, "started")
         expect_errno(console, f"livedump init {dump_mod.DUMP_TARGET}", errno.EBUSY, "started")
     finally:
-        console.run("kill -9 $(cat /tmp/hold.pid); wait; true", check=True)
+        console.run(KILL_HOLDER, check=True)
     assert state(console) == "idle"
     assert bench.meminfo(console) == before
 
