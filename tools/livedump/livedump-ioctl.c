@@ -32,6 +32,7 @@
  * error is printed on stderr and the exit status is the errno value.
  * The device is $LIVEDUMP_DEV, /dev/livedump by default.
  */
+#define _GNU_SOURCE	/* O_DIRECT */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -40,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -206,9 +209,152 @@ static uint32_t dump_exclude(int dev, uint32_t asked)
 	return asked;
 }
 
+/*
+ * A regular file as the target: the kernel writes its sectors directly and
+ * needs every block of the first target_bytes allocated and written.
+ */
+struct file_target {
+	int is_file;
+	int created;		/* by us: removed if the dump is refused */
+	off_t old_size;		/* given back if the dump is refused */
+};
+
+/* What a target must hold, from STATUS; 0 if this kernel does not say. */
+static uint64_t target_bytes(int dev)
+{
+#ifdef LIVEDUMP_STATUS_SIZE_VER3
+	struct livedump_status st;
+
+	if (!get_status(dev, &st) && st.size >= LIVEDUMP_STATUS_SIZE_VER3)
+		return st.target_bytes;
+#else
+	(void)dev;
+#endif
+	return 0;
+}
+
+static int open_target(const char *path, struct file_target *ft)
+{
+	struct stat sb;
+	int fd;
+
+	memset(ft, 0, sizeof(*ft));
+	if (stat(path, &sb) && errno == ENOENT) {
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		ft->is_file = ft->created = fd >= 0;
+		return fd;
+	}
+	fd = open(path, O_WRONLY);
+	if (fd >= 0 && !fstat(fd, &sb) && S_ISREG(sb.st_mode)) {
+		ft->is_file = 1;
+		ft->old_size = sb.st_size;
+	}
+	return fd;
+}
+
+/* The dump was refused: leave the file as it was. */
+static void undo_target(const char *path, int fd, const struct file_target *ft)
+{
+	int err = errno;
+
+	if (ft->created)
+		unlink(path);
+	else if (ft->is_file && ftruncate(fd, ft->old_size))
+		fprintf(stderr, "livedump: %s: cannot give it back its size: %s\n", path, strerror(errno));
+	errno = err;
+}
+
+/*
+ * Write zeros from the end of @fd's written part up to @bytes, through
+ * O_DIRECT where the file system has it so that the page cache of the host
+ * being dumped is left alone.  Returns 0 or an errno.
+ */
+static int write_out(const char *path, int fd, uint64_t bytes)
+{
+	const size_t chunk = 1 << 20;
+	struct statvfs vfs;
+	struct stat sb;
+	uint64_t start, pos;
+	void *zeros;
+	int dfd, err = 0;
+
+	if (fstat(fd, &sb))
+		return errno;
+	if (posix_memalign(&zeros, 4096, chunk))
+		return ENOMEM;
+	memset(zeros, 0, chunk);
+	dfd = open(path, O_WRONLY | O_DIRECT);
+	if (dfd < 0)
+		dfd = dup(fd);
+	if (!quiet)
+		printf("livedump: writing out %s: %" PRIu64 " MiB\n", path, bytes >> 20);
+	start = (uint64_t)sb.st_size & ~(uint64_t)4095;
+	for (pos = start; pos < bytes && !err;) {
+		size_t n = bytes - pos < chunk ? bytes - pos : chunk;
+		ssize_t done = pwrite(dfd, zeros, n, pos);
+
+		if (done < 0)
+			err = errno;
+		else if (done == 0)
+			err = ENOSPC;
+		else
+			pos += done;
+	}
+	if (!err && fdatasync(dfd))
+		err = errno;
+	close(dfd);
+	free(zeros);
+	if (err == ENOSPC || err == EDQUOT) {
+		fprintf(stderr, "livedump: %s: no room for the dump, which needs %" PRIu64 " MiB", path,
+			bytes >> 20);
+		if (!fstatvfs(fd, &vfs))
+			fprintf(stderr, " (%" PRIu64 " MiB were free)",
+				((uint64_t)vfs.f_bavail * vfs.f_frsize + pos - start) >> 20);
+		fprintf(stderr, "\n");
+	} else if (err) {
+		fprintf(stderr, "livedump: %s: writing it out: %s\n", path, strerror(err));
+	}
+	return err;
+}
+
+/*
+ * A complete dump in a file: the kernel wrote it out to target_bytes and
+ * leaves cutting it to the ELF file's own size to us.
+ */
+static void cut_to_dump(const char *path, const struct livedump_status *st)
+{
+#ifdef LIVEDUMP_STATUS_SIZE_VER3
+	struct stat sb;
+
+	if (st->size < LIVEDUMP_STATUS_SIZE_VER3 || !st->dump_bytes ||
+	    stat(path, &sb) || !S_ISREG(sb.st_mode))
+		return;
+	if (truncate(path, st->dump_bytes))
+		fprintf(stderr, "livedump: %s: cannot cut it to the dump's %" PRIu64 " bytes: %s\n", path,
+			(uint64_t)st->dump_bytes, strerror(errno));
+#else
+	(void)path;
+	(void)st;
+#endif
+}
+
+/* INIT refused a file target: say why in its terms. */
+static void explain_file(int err, const char *path)
+{
+	if (err == EOPNOTSUPP)
+		fprintf(stderr, "livedump: %s: a dump goes to a file on ext4 or xfs only (not tmpfs, btrfs or a "
+			"network file system, not encrypted or DAX), or to a block device\n", path);
+	else if (err == EINVAL)
+		fprintf(stderr, "livedump: if %s is sparse or was made with fallocate, remove it: livedump "
+			"writes out a file it creates\n", path);
+	else if (err == EBUSY)
+		fprintf(stderr, "livedump: %s may be a swap file\n", path);
+}
+
 static int do_init(int dev, int argc, char **argv, unsigned int flags)
 {
 	struct livedump_init init;
+	struct file_target ft;
 	uint32_t exclude = LIVEDUMP_EXCLUDE_DEFAULT;
 	int fd, ret, i, exclude_user = 1;
 
@@ -256,16 +402,31 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 		return usage();
 #endif
 
-	/* The kernel takes its own reference to the block device. */
-	fd = open(argv[2], O_WRONLY);
+	/* The kernel takes its own reference to the block device or file. */
+	fd = open_target(argv[2], &ft);
 	if (fd < 0)
 		return fail(argv[2]);
 	init.fd = fd;
 	ret = ioctl(dev, LIVEDUMP_IOC_INIT, &init);
+	/*
+	 * A file too short: the kernel checked the file system first, so a
+	 * file on tmpfs was refused before a byte was written to it.
+	 */
+	if (ret && errno == ENOSPC && ft.is_file && target_bytes(dev)) {
+		ret = write_out(argv[2], fd, target_bytes(dev));
+		if (ret)
+			goto refused;
+		ret = ioctl(dev, LIVEDUMP_IOC_INIT, &init);
+	}
 	if (ret)
 		ret = fail("init");
 	if (ret == EBUSY)
 		explain_busy(dev, argv[2]);
+	if (ret && ft.is_file)
+		explain_file(ret, argv[2]);
+refused:
+	if (ret)
+		undo_target(argv[2], fd, &ft);
 	close(fd);
 	if (!ret && !quiet)
 		print_exclude(dump_exclude(dev, exclude));
@@ -290,6 +451,12 @@ static void print_status(const struct livedump_status *st, const char *p)
 	printf("%spause_ns=%" PRIu64 "\n", p, (uint64_t)st->pause_ns);
 	printf("%sbytes_written=%" PRIu64 "\n", p, (uint64_t)st->bytes_written);
 	printf("%serror=%d\n", p, st->error);
+#ifdef LIVEDUMP_STATUS_SIZE_VER3
+	if (st->size >= LIVEDUMP_STATUS_SIZE_VER3) {
+		printf("%starget_bytes=%" PRIu64 "\n", p, (uint64_t)st->target_bytes);
+		printf("%sdump_bytes=%" PRIu64 "\n", p, (uint64_t)st->dump_bytes);
+	}
+#endif
 	if (st->error)
 		printf("%serror_text=%s\n", p, strerror(-st->error));
 #ifdef LIVEDUMP_FAULT_HIST
@@ -443,6 +610,7 @@ static int do_dump(int dev, int argc, char **argv)
 		ret = 1;
 		goto out;
 	}
+	cut_to_dump(argv[2], &st);
 	if (!quiet)
 		printf("livedump: dump of %" PRIu64 " pages written to %s\n",
 		       (uint64_t)st.pages_total, argv[2]);
