@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import fsimage
 from .errors import ToolMissing
 
 QEMU = "qemu-system-x86_64"
@@ -41,6 +42,8 @@ class Disk:
     # Cap writes at this many bytes per second (QEMU's I/O throttling): a slow target, so that a dump to
     # it lasts long enough for something to happen mid-sweep (a hot-unplug).
     write_bytes_per_s: int | None = None
+    # Made with this file system (fsimage.FILESYSTEMS) each time it is created: a guest disk to mount.
+    filesystem: str | None = None
 
     def drive(self, drive_id: str) -> str:
         """The -drive option for this disk."""
@@ -58,6 +61,8 @@ class Disk:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "wb") as f:
             f.truncate(self.size)
+        if self.filesystem is not None:
+            fsimage.make(self.path, self.filesystem)
 
 
 def device_id(index: int) -> str:
