@@ -2,12 +2,15 @@
 
 The kernel is built once per session through the same Pipeline as
 ``make test-qemu``; each test module gets its own guest. Set
-LIVEDUMP_ACCEL=tcg to skip the KVM probe.
+LIVEDUMP_ACCEL=tcg to skip the KVM probe, and LIVEDUMP_MEMORY (e.g. 4G, the
+first size whose direct map has 1G pages) to run the suite at another RAM
+size than the default 512M.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -20,7 +23,10 @@ from harness.settings import Paths
 def pipeline() -> Pipeline:
     paths = Paths.from_env()
     run = Run.create(paths.artifacts, "pytest")
-    p = Pipeline(run, Options(accel=os.environ.get("LIVEDUMP_ACCEL", "auto")), paths=paths)
+    options = Options(accel=os.environ.get("LIVEDUMP_ACCEL", "auto"))
+    if os.environ.get("LIVEDUMP_MEMORY"):
+        options = replace(options, memory=os.environ["LIVEDUMP_MEMORY"])
+    p = Pipeline(run, options, paths=paths)
     p.build()
     p.rootfs()
     return p

@@ -56,10 +56,18 @@ def test_target_too_small_is_refused_at_init(guest2):
     expect_errno(guest2, f"livedump init {dump_mod.SMALL_TARGET}", errno.ENOSPC, "idle")
 
 
-@pytest.mark.parametrize("target", ["/tmp/not-a-device", "/dev/null"])
-def test_non_block_target(guest2, target):
-    guest2.run("touch /tmp/not-a-device", check=True)
-    expect_errno(guest2, f"livedump init {target}", errno.ENOTBLK, "idle")
+def test_non_block_target(guest2):
+    """Neither a block device nor a regular file."""
+    expect_errno(guest2, "livedump init /dev/null", errno.ENOTBLK, "idle")
+
+
+def test_a_regular_file_on_tmpfs_is_refused_and_left_alone(guest2):
+    """0043 takes files on ext4 and xfs only: on tmpfs the file would be the memory being dumped. An existing
+    file keeps its content and size."""
+    guest2.run("echo keep > /tmp/not-a-device", check=True)
+    out = expect_errno(guest2, "livedump init /tmp/not-a-device", errno.EOPNOTSUPP, "idle").output
+    assert "ext4 or xfs" in out, out
+    assert guest2.run("cat /tmp/not-a-device", check=True).output.strip() == "keep"
 
 
 def test_unprivileged_caller(guest2):
