@@ -227,6 +227,58 @@ static int parse_notes(struct ld_dump *d, const unsigned char *buf, uint64_t siz
 	return 0;
 }
 
+/*
+ * A stream's final LIVEDUMP note follows the last segment, in none: the
+ * ELF note, then its size and LD_TRAILER_MAGIC, the last 16 bytes of the
+ * file.  It replaces the note in the headers, which is as of the start of
+ * the sweep.
+ */
+static int read_trailer(int fd, struct ld_dump *d, char *err, size_t errlen)
+{
+	unsigned char footer[16], *buf;
+	uint64_t end = 0, size, len;
+	int had_note = d->has_note;
+	unsigned int i;
+	off_t o;
+
+	for (i = 0; i < d->nphdr; i++)
+		if (d->phdr[i].offset + d->phdr[i].filesz > end)
+			end = d->phdr[i].offset + d->phdr[i].filesz;
+	o = lseek(fd, 0, SEEK_END);
+	if (o < 0 || (uint64_t)o < end + sizeof(footer))
+		return 0;
+	size = (uint64_t)o;
+	if (pread_full(fd, footer, sizeof(footer), size - sizeof(footer)) ||
+	    get64(footer + 8) != LD_TRAILER_MAGIC)
+		return 0;
+	len = get64(footer);
+	if (len > size - sizeof(footer) - end || len > MAX_HEADERS) {
+		seterr(err, errlen, "the trailer claims %" PRIu64 " bytes, only %" PRIu64 " follow the segments",
+		       len, size - sizeof(footer) - end);
+		return -1;
+	}
+	buf = malloc(len ? len : 1);
+	if (!buf) {
+		seterr(err, errlen, "out of memory");
+		return -1;
+	}
+	if (pread_full(fd, buf, len, size - sizeof(footer) - len)) {
+		seterr(err, errlen, "cannot read the trailer: %s", strerror(errno));
+		free(buf);
+		return -1;
+	}
+	d->has_note = 0;
+	if (parse_notes(d, buf, len, err, errlen)) {
+		free(buf);
+		return -1;
+	}
+	free(buf);
+	d->from_trailer = d->has_note;
+	if (!d->has_note)
+		d->has_note = had_note;
+	return 0;
+}
+
 int ld_read(int fd, struct ld_dump *d, char *err, size_t errlen)
 {
 	unsigned char ehdr[EHDR_SIZE], *raw = NULL, *notes;
@@ -336,6 +388,8 @@ int ld_read(int fd, struct ld_dump *d, char *err, size_t errlen)
 		if (ph->offset + ph->filesz > d->headers_end)
 			d->headers_end = ph->offset + ph->filesz;
 	}
+	if (read_trailer(fd, d, err, errlen))
+		goto fail;
 	return 0;
 fail:
 	free(raw);
@@ -463,6 +517,8 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 	fprintf(fp, "LIVEDUMP note version %" PRIu32 "%s\n", n->version,
 		n->version >= 1 && n->version <= LD_NOTE_VERSION ? "" :
 		" (unknown version: fields read as version 3)");
+	if (d->from_trailer)
+		fprintf(fp, "  (final, from the stream's trailer; its headers hold it as of the start of the sweep)\n");
 	fprintf(fp, "  reason:            %s\n", n->reason);
 	fprintf(fp, "  start time:        %s (%" PRId64 " ns)\n", when, n->start_time_ns);
 	fprintf(fp, "  pause:             %" PRIu64 " ns (%.3f ms, all CPUs stopped)\n", n->pause_ns,

@@ -18,6 +18,8 @@
 #define LD_NOTE_VERSION		3	/* newest known; 1 lacks the costs, 2 the classes */
 #define LD_FAULT_HIST		32
 #define LD_REASON_LEN		128
+/* A stream ends with its final LIVEDUMP note: the note, its size, this. */
+#define LD_TRAILER_MAGIC	0x4c494152544c444cULL	/* "LDLTRAIL" */
 #define LD_PAGE_SIZE		((uint64_t)4096)
 
 /* struct livedump_note, version 1, little-endian on disk. */
@@ -87,6 +89,7 @@ struct ld_dump {
 	int has_vmcoreinfo;
 	int has_qemu_note;		/* a "QEMU" note: dump-guest-memory */
 	int has_note;			/* a LIVEDUMP note was found */
+	int from_trailer;		/* ... in a stream's trailer, final */
 	struct ld_note note;
 	int has_costs;			/* note version 2 or later */
 	struct ld_costs costs;

@@ -7,7 +7,7 @@ guest wrote, which is the ELF file followed by whatever the disk held before.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PT_LOAD, PT_NOTE = 1, 4
@@ -131,11 +131,19 @@ class LivedumpNote:
         return cls(*fields[:-1], reason, tuple(pfns), **costs)
 
 
+# A streamed dump (LIVEDUMP_INIT_STREAM) ends with its final LIVEDUMP note after the last segment: the ELF
+# note, then its size and this magic, both little-endian u64 (include/uapi/linux/livedump.h).
+TRAILER_MAGIC = 0x4C494152544C444C  # "LDLTRAIL"
+_TRAILER_FOOTER = struct.Struct("<QQ")
+
+
 @dataclass(frozen=True)
 class Vmcore:
     path: Path
     segments: tuple[Segment, ...]
     notes: tuple[Note, ...]
+    # The notes of a stream's trailer; () for a dump written to a target.
+    trailer: tuple[Note, ...] = ()
 
     @property
     def loads(self) -> list[Segment]:
@@ -177,10 +185,15 @@ class Vmcore:
         return {}
 
     def livedump(self) -> LivedumpNote | None:
-        for n in self.notes:
+        """The dump's final LIVEDUMP note: a stream's trailer, or the one in the PT_NOTE."""
+        for n in (*self.trailer, *self.notes):
             if n.name == LIVEDUMP_NOTE_NAME and n.type == NT_LIVEDUMP:
                 return LivedumpNote.parse(n.desc)
         return None
+
+    def livedump_in_headers(self) -> LivedumpNote | None:
+        """The LIVEDUMP note in the PT_NOTE: a stream's, as of the start of its sweep."""
+        return replace(self, trailer=()).livedump()
 
 
 def _align4(n: int) -> int:
@@ -229,4 +242,21 @@ def read(path: Path) -> Vmcore:
             if s.type == PT_NOTE:
                 f.seek(s.offset)
                 notes += parse_notes(f.read(s.filesz))
-    return Vmcore(path, tuple(segments), tuple(notes))
+        trailer = _read_trailer(f, max((s.offset + s.filesz for s in segments), default=0))
+    return Vmcore(path, tuple(segments), tuple(notes), trailer)
+
+
+def _read_trailer(f, end: int) -> tuple[Note, ...]:
+    """A stream's trailer between ``end`` (where the segments end) and the end of the file, if it has one."""
+    size = f.seek(0, 2)
+    if size < end + _TRAILER_FOOTER.size:
+        return ()
+    f.seek(size - _TRAILER_FOOTER.size)
+    length, magic = _TRAILER_FOOTER.unpack(f.read(_TRAILER_FOOTER.size))
+    if magic != TRAILER_MAGIC:
+        return ()
+    if length > size - _TRAILER_FOOTER.size - end:
+        raise NotAnElfDump(f"the trailer claims {length} bytes, but only {size - _TRAILER_FOOTER.size - end} "
+                           "follow the segments")
+    f.seek(size - _TRAILER_FOOTER.size - length)
+    return tuple(parse_notes(f.read(length)))

@@ -318,3 +318,38 @@ def test_check_finds_counters_that_disagree_with_the_headers(built, tmp_path):
     assert "PROBLEM: the note counts 5 pages, the PT_LOAD segments hold 3" in out
     assert "PROBLEM: the note says 3 CPUs, the dump has 2 NT_PRSTATUS notes" in out
     assert "result: FAILED (2 problems)" in out
+
+
+TRAILER_MAGIC = 0x4C494152544C444C  # "LDLTRAIL", include/uapi/linux/livedump.h
+
+
+def test_a_streams_trailer_gives_the_final_note(built, tmp_path):
+    """A stream's headers hold its LIVEDUMP note as of the start of the sweep; the final one follows the
+    segments, with its size and the magic as the file's last 16 bytes, and is the one shown."""
+    start = livedump_desc("streamed", version=3, pages_total=33)
+    final_note = note("LIVEDUMP", NT_LIVEDUMP, livedump_desc("streamed", pfns=(0x200, 0x201), version=3,
+                                                             pages_total=33))
+    trailer = final_note + struct.pack("<QQ", len(final_note), TRAILER_MAGIC)
+    r = run(built, write(tmp_path, make_core(livedump_notes(start), LOADS_33, trailing=trailer)))
+    assert r.returncode == 0, r.stderr
+    assert "final, from the stream's trailer" in r.stdout
+    assert "  failed pages:      2 " in r.stdout
+    assert re.search(r"^\s+0x200-0x201\b", r.stdout, re.M), r.stdout
+
+
+def test_without_the_magic_trailing_bytes_are_not_a_trailer(built, tmp_path):
+    start = livedump_desc("streamed", version=3, pages_total=33)
+    final_note = note("LIVEDUMP", NT_LIVEDUMP, livedump_desc("streamed", pfns=(0x200,), version=3, pages_total=33))
+    trailer = final_note + struct.pack("<QQ", len(final_note), TRAILER_MAGIC ^ 1)
+    r = run(built, write(tmp_path, make_core(livedump_notes(start), LOADS_33, trailing=trailer)))
+    assert r.returncode == 0, r.stderr
+    assert "trailer" not in r.stdout
+    assert "  failed pages:      0\n" in r.stdout
+
+
+def test_a_trailer_claiming_more_than_follows_the_segments_is_refused(built, tmp_path):
+    start = livedump_desc("streamed", version=3, pages_total=33)
+    trailer = b"\0" * 64 + struct.pack("<QQ", 1 << 20, TRAILER_MAGIC)
+    r = run(built, write(tmp_path, make_core(livedump_notes(start), LOADS_33, trailing=trailer)))
+    assert r.returncode != 0
+    assert "the trailer claims" in r.stdout + r.stderr

@@ -186,3 +186,33 @@ def test_wrong_prstatus_size_is_an_error(tmp_path):
     path.write_bytes(make_core(note("CORE", elfcore.NT_PRSTATUS, b"\0" * 100), []))
     with pytest.raises(elfcore.NotAnElfDump, match="336"):
         elfcore.read(path).prstatus()
+
+
+def stream_core(tmp_path, trailer: bytes, footer_len: int | None = None, magic: int = elfcore.TRAILER_MAGIC):
+    """A streamed dump: the header's LIVEDUMP note as of the sweep's start, the final one after the data."""
+    headers = note("LIVEDUMP", elfcore.NT_LIVEDUMP, livedump_desc("at start", []))
+    footer = struct.pack("<QQ", len(trailer) if footer_len is None else footer_len, magic)
+    path = tmp_path / "stream.vmcore"
+    path.write_bytes(make_core(headers, [(0x1000, 0xFFFF888000001000, b"A" * 4096)], trailing=trailer + footer))
+    return path
+
+
+def test_a_streams_final_note_is_its_trailer(tmp_path):
+    final = note("LIVEDUMP", elfcore.NT_LIVEDUMP, livedump_desc("at start", [0x42, 0x43]))
+    core = elfcore.read(stream_core(tmp_path, final))
+    assert core.livedump().failed_pfns == (0x42, 0x43)
+    assert core.livedump_in_headers().failed_pfns == ()
+    assert len(core.trailer) == 1
+
+
+def test_bytes_after_the_segments_without_the_magic_are_no_trailer(tmp_path):
+    final = note("LIVEDUMP", elfcore.NT_LIVEDUMP, livedump_desc("at start", [0x42]))
+    core = elfcore.read(stream_core(tmp_path, final, magic=0x1234))
+    assert core.trailer == ()
+    assert core.livedump().failed_pfns == ()
+
+
+def test_a_trailer_longer_than_what_follows_the_segments_is_an_error(tmp_path):
+    final = note("LIVEDUMP", elfcore.NT_LIVEDUMP, livedump_desc("at start", [0x42]))
+    with pytest.raises(elfcore.NotAnElfDump, match="trailer claims"):
+        elfcore.read(stream_core(tmp_path, final, footer_len=1 << 20))
