@@ -50,6 +50,11 @@
 
 /* "quiet": errors only (dump), the exit status tells the rest. */
 static int quiet;
+/*
+ * Where progress and counters go: standard output, but standard error
+ * when standard output carries the dump itself ("dump -").
+ */
+static FILE *out;
 
 /* Older uapi headers lack it; the kernel then refuses it with EINVAL. */
 #ifndef LIVEDUMP_INIT_TEST_NO_WRPROTECT
@@ -141,17 +146,17 @@ static void print_exclude(uint32_t mask)
 	const char *sep = "";
 	unsigned int c;
 
-	printf("livedump: exclude=");
+	fprintf(out, "livedump: exclude=");
 	for (c = 0; c < LIVEDUMP_NR_CLASSES; c++) {
 		if (mask & (1U << c)) {
-			printf("%s%s", sep, class_names[c]);
+			fprintf(out, "%s%s", sep, class_names[c]);
 			sep = ",";
 		}
 	}
-	printf("%s\n", *sep ? "" : "none");
+	fprintf(out, "%s\n", *sep ? "" : "none");
 	if (!(mask & LIVEDUMP_EXCLUDE_USER))
-		printf("livedump: note: user pages are dumped as found: writes through user mappings are not trapped, they may be torn\n");
-	fflush(stdout);
+		fprintf(out, "livedump: note: user pages are dumped as found: writes through user mappings are not trapped, they may be torn\n");
+	fflush(out);
 }
 #else
 /* Kernels from before page classes dump all of RAM and refuse these. */
@@ -287,7 +292,7 @@ static int write_out(const char *path, int fd, uint64_t bytes)
 	if (dfd < 0)
 		dfd = dup(fd);
 	if (!quiet)
-		printf("livedump: writing out %s: %" PRIu64 " MiB\n", path, bytes >> 20);
+		fprintf(out, "livedump: writing out %s: %" PRIu64 " MiB\n", path, bytes >> 20);
 	start = (uint64_t)sb.st_size & ~(uint64_t)4095;
 	for (pos = start; pos < bytes && !err;) {
 		size_t n = bytes - pos < chunk ? bytes - pos : chunk;
@@ -351,6 +356,12 @@ static void explain_file(int err, const char *path)
 		fprintf(stderr, "livedump: %s may be a swap file\n", path);
 }
 
+/* "-": the dump goes to standard output, read from the kernel. */
+static int is_stream(const char *target)
+{
+	return !strcmp(target, "-");
+}
+
 static int do_init(int dev, int argc, char **argv, unsigned int flags)
 {
 	struct livedump_init init;
@@ -402,6 +413,25 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 		return usage();
 #endif
 
+	if (is_stream(argv[2])) {
+#ifdef LIVEDUMP_INIT_STREAM
+		if (flags & LIVEDUMP_INIT_KEEP) {
+			fprintf(stderr, "livedump: a stream is read by the process that sets it up: "
+				"use \"livedump dump -\"\n");
+			return EINVAL;
+		}
+		init.flags |= LIVEDUMP_INIT_STREAM;
+		init.fd = -1;
+		if (ioctl(dev, LIVEDUMP_IOC_INIT, &init))
+			return fail("init");
+		if (!quiet)
+			print_exclude(dump_exclude(dev, exclude));
+		return 0;
+#else
+		fprintf(stderr, "livedump: this tool was built without stream support\n");
+		return EINVAL;
+#endif
+	}
 	/* The kernel takes its own reference to the block device or file. */
 	fd = open_target(argv[2], &ft);
 	if (fd < 0)
@@ -443,34 +473,34 @@ refused:
 
 static void print_status(const struct livedump_status *st, const char *p)
 {
-	printf("%sstate=%s\n", p, state_name(st->state));
-	printf("%spages_total=%" PRIu64 "\n", p, (uint64_t)st->pages_total);
-	printf("%spages_dumped=%" PRIu64 "\n", p, (uint64_t)st->pages_dumped);
-	printf("%scow_faults=%" PRIu64 "\n", p, (uint64_t)st->cow_faults);
-	printf("%sfailed_pages=%" PRIu64 "\n", p, (uint64_t)st->failed_pages);
-	printf("%spause_ns=%" PRIu64 "\n", p, (uint64_t)st->pause_ns);
-	printf("%sbytes_written=%" PRIu64 "\n", p, (uint64_t)st->bytes_written);
-	printf("%serror=%d\n", p, st->error);
+	fprintf(out, "%sstate=%s\n", p, state_name(st->state));
+	fprintf(out, "%spages_total=%" PRIu64 "\n", p, (uint64_t)st->pages_total);
+	fprintf(out, "%spages_dumped=%" PRIu64 "\n", p, (uint64_t)st->pages_dumped);
+	fprintf(out, "%scow_faults=%" PRIu64 "\n", p, (uint64_t)st->cow_faults);
+	fprintf(out, "%sfailed_pages=%" PRIu64 "\n", p, (uint64_t)st->failed_pages);
+	fprintf(out, "%spause_ns=%" PRIu64 "\n", p, (uint64_t)st->pause_ns);
+	fprintf(out, "%sbytes_written=%" PRIu64 "\n", p, (uint64_t)st->bytes_written);
+	fprintf(out, "%serror=%d\n", p, st->error);
 #ifdef LIVEDUMP_STATUS_SIZE_VER3
 	if (st->size >= LIVEDUMP_STATUS_SIZE_VER3) {
-		printf("%starget_bytes=%" PRIu64 "\n", p, (uint64_t)st->target_bytes);
-		printf("%sdump_bytes=%" PRIu64 "\n", p, (uint64_t)st->dump_bytes);
+		fprintf(out, "%starget_bytes=%" PRIu64 "\n", p, (uint64_t)st->target_bytes);
+		fprintf(out, "%sdump_bytes=%" PRIu64 "\n", p, (uint64_t)st->dump_bytes);
 	}
 #endif
 	if (st->error)
-		printf("%serror_text=%s\n", p, strerror(-st->error));
+		fprintf(out, "%serror_text=%s\n", p, strerror(-st->error));
 #ifdef LIVEDUMP_FAULT_HIST
 	/* Kernels with large-page protection report what the dump costs. */
-	printf("%sreserve_pages=%" PRIu64 "\n", p, (uint64_t)st->reserve_pages);
-	printf("%sreserve_used_max=%" PRIu64 "\n", p, (uint64_t)st->reserve_used_max);
-	printf("%stable_pages=%" PRIu64 "\n", p, (uint64_t)st->table_pages);
-	printf("%stables_used=%" PRIu64 "\n", p, (uint64_t)st->tables_used);
-	printf("%sprotected_entries=%" PRIu64 "\n", p, (uint64_t)st->protected_entries);
-	printf("%sfault_max_ns=%" PRIu64 "\n", p, (uint64_t)st->fault_max_ns);
-	printf("%sfault_ns_log2=", p);
+	fprintf(out, "%sreserve_pages=%" PRIu64 "\n", p, (uint64_t)st->reserve_pages);
+	fprintf(out, "%sreserve_used_max=%" PRIu64 "\n", p, (uint64_t)st->reserve_used_max);
+	fprintf(out, "%stable_pages=%" PRIu64 "\n", p, (uint64_t)st->table_pages);
+	fprintf(out, "%stables_used=%" PRIu64 "\n", p, (uint64_t)st->tables_used);
+	fprintf(out, "%sprotected_entries=%" PRIu64 "\n", p, (uint64_t)st->protected_entries);
+	fprintf(out, "%sfault_max_ns=%" PRIu64 "\n", p, (uint64_t)st->fault_max_ns);
+	fprintf(out, "%sfault_ns_log2=", p);
 	for (int i = 0; i < LIVEDUMP_FAULT_HIST; i++)
-		printf("%s%" PRIu64, i ? "," : "", (uint64_t)st->fault_ns_log2[i]);
-	printf("\n");
+		fprintf(out, "%s%" PRIu64, i ? "," : "", (uint64_t)st->fault_ns_log2[i]);
+	fprintf(out, "\n");
 #endif
 }
 
@@ -515,7 +545,7 @@ static double now_s(void)
 static void progress_start(struct progress *pr)
 {
 	memset(pr, 0, sizeof(*pr));
-	pr->tty = isatty(STDOUT_FILENO);
+	pr->tty = isatty(fileno(out));
 	pr->t_last = now_s();
 	pr->pages_last = UINT64_MAX;
 }
@@ -536,31 +566,73 @@ static void progress_show(struct progress *pr, const struct livedump_status *st)
 	pr->bytes_last = st->bytes_written;
 	pr->pages_last = st->pages_dumped;
 	if (!pr->tty) {
-		printf("livedump: %" PRIu64 "/%" PRIu64 " pages\n",
+		fprintf(out, "livedump: %" PRIu64 "/%" PRIu64 " pages\n",
 		       (uint64_t)st->pages_dumped, (uint64_t)st->pages_total);
-		fflush(stdout);
+		fflush(out);
 		return;
 	}
-	printf("\rlivedump: %3.0f%% %" PRIu64 "/%" PRIu64 " pages, %.1f MiB/s, %" PRIu64 " COW faults",
+	fprintf(out, "\rlivedump: %3.0f%% %" PRIu64 "/%" PRIu64 " pages, %.1f MiB/s, %" PRIu64 " COW faults",
 	       100.0 * st->pages_dumped / total, (uint64_t)st->pages_dumped, (uint64_t)st->pages_total,
 	       pr->mib_s, (uint64_t)st->cow_faults);
 #ifdef LIVEDUMP_FAULT_HIST
 	if (st->reserve_pages)
-		printf(", reserve %.0f%% at most", 100.0 * st->reserve_used_max / st->reserve_pages);
+		fprintf(out, ", reserve %.0f%% at most", 100.0 * st->reserve_used_max / st->reserve_pages);
 #endif
 	if (pr->mib_s > 0 && st->pages_dumped < st->pages_total) {
 		left = (st->pages_total - st->pages_dumped) * 4096.0 / (1 << 20) / pr->mib_s;
-		printf(", %d:%02d left", (int)left / 60, (int)left % 60);
+		fprintf(out, ", %d:%02d left", (int)left / 60, (int)left % 60);
 	}
-	printf("\033[K");
-	fflush(stdout);
+	fprintf(out, "\033[K");
+	fflush(out);
 }
 
 static void progress_end(struct progress *pr)
 {
 	if (!quiet && pr->tty && pr->pages_last != UINT64_MAX) {
-		printf("\n");
-		fflush(stdout);
+		fprintf(out, "\n");
+		fflush(out);
+	}
+}
+
+/*
+ * Copy a stream to standard output until its end, showing progress on
+ * standard error.  Returns 0, an errno, or -1 when the reader of our
+ * output went away: the dump is then left to fail (EPIPE) on close.
+ */
+static int copy_stream(int dev, struct progress *pr, struct livedump_status *st)
+{
+	static char buf[1 << 20];
+	double last = 0;
+	ssize_t n, w, done;
+
+	for (;;) {
+		n = read(dev, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR && !stop_signal)
+			continue;
+		if (n < 0 && errno == EINTR)
+			return 128 + stop_signal;
+		if (n < 0)
+			return fail("read");
+		for (done = 0; done < n; done += w) {
+			w = write(STDOUT_FILENO, buf + done, n - done);
+			if (w < 0 && errno == EINTR && !stop_signal) {
+				w = 0;
+				continue;
+			}
+			if (w < 0) {
+				fprintf(stderr, "livedump: writing the dump out: %s: dump abandoned\n",
+					strerror(errno));
+				return -1;
+			}
+		}
+		if (n == 0 || now_s() - last >= 1.0) {
+			if (get_status(dev, st))
+				return fail("status");
+			progress_show(pr, st);
+			last = now_s();
+		}
+		if (n == 0)
+			return 0;
 	}
 }
 
@@ -572,6 +644,11 @@ static int do_dump(int dev, int argc, char **argv)
 	struct progress pr;
 	int ret;
 
+	if (is_stream(argv[2])) {
+		out = stderr;
+		/* A reader gone is EPIPE from write(), not death. */
+		signal(SIGPIPE, SIG_IGN);
+	}
 	ret = do_init(dev, argc, argv, 0);
 	if (ret)
 		return ret;
@@ -587,6 +664,14 @@ static int do_dump(int dev, int argc, char **argv)
 		goto out;
 	}
 	progress_start(&pr);
+	if (is_stream(argv[2])) {
+		ret = copy_stream(dev, &pr, &st);
+		if (ret < 0)
+			return 1;	/* closing the file fails the dump */
+		if (ret)
+			goto out;
+		goto end;
+	}
 	for (;;) {
 		if (get_status(dev, &st)) {
 			ret = fail("status");
@@ -602,6 +687,7 @@ static int do_dump(int dev, int argc, char **argv)
 		}
 		sleep(1);
 	}
+end:
 	progress_end(&pr);
 	if (!quiet)
 		print_status(&st, "livedump: ");
@@ -612,8 +698,8 @@ static int do_dump(int dev, int argc, char **argv)
 	}
 	cut_to_dump(argv[2], &st);
 	if (!quiet)
-		printf("livedump: dump of %" PRIu64 " pages written to %s\n",
-		       (uint64_t)st.pages_total, argv[2]);
+		fprintf(out, "livedump: dump of %" PRIu64 " pages written to %s\n",
+			(uint64_t)st.pages_total, is_stream(argv[2]) ? "standard output" : argv[2]);
 out:
 	if (ioctl(dev, LIVEDUMP_IOC_UNINIT) && !ret)
 		ret = fail("release");
@@ -641,7 +727,7 @@ static int do_release(int dev)
 	struct livedump_status st;
 
 	if (!get_status(dev, &st) && st.state == LIVEDUMP_STATE_IDLE) {
-		printf("livedump: nothing to release\n");
+		fprintf(out, "livedump: nothing to release\n");
 		return 0;
 	}
 	return drive(dev, LIVEDUMP_IOC_UNINIT, "release");
@@ -653,6 +739,7 @@ int main(int argc, char **argv)
 	unsigned long cmd;
 	int dev;
 
+	out = stdout;
 	if (argc < 2)
 		return usage();
 	if (!path)
