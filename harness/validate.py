@@ -18,6 +18,9 @@ from .errors import HarnessError, ToolMissing
 
 # What crash prints when it cannot read or interpret part of a dump.
 CRASH_FAILURES = re.compile(r"read error|invalid|cannot|seek error|not found in|no such|WARNING: ", re.I)
+# A line of the dumped kernel's own log, as crash's `log` prints it: a WARNING: there is the kernel's (a dump
+# an armed WARN() started holds one), not crash's.
+KERNEL_LOG_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
 
 
 class ValidationError(HarnessError):
@@ -116,7 +119,7 @@ class CrashSession:
         output = self.outputs.get(command, "")
         if not output.strip():
             return [f"`{command}` printed nothing (crash exited or never ran it)"]
-        return [ln for ln in output.splitlines() if CRASH_FAILURES.search(ln)]
+        return [ln for ln in output.splitlines() if CRASH_FAILURES.search(ln) and not KERNEL_LOG_LINE.match(ln)]
 
     def livedump_check_ok(self) -> bool:
         """Did the extension's ``livedump -c`` end with its own verdict, ``result: OK``?"""

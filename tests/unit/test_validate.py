@@ -165,3 +165,14 @@ def test_crash_pid_problem_cannot_tell_without_the_sizes():
     for outputs in ({"help -o": "       task_struct_pid: 1488\n"}, {}):
         problem = validate.crash_pid_problem(validate.CrashSession(outputs=outputs))
         assert problem and problem.startswith("cannot tell")
+
+
+def test_a_warning_in_the_dumped_kernels_log_is_not_a_crash_failure():
+    """A dump an armed WARN() started holds the kernel's WARNING: in its log; crash's own warnings (no
+    printk timestamp) still count."""
+    session = validate.CrashSession(outputs={
+        "log": "[    1.942753] WARNING: CPU: 0 PID: 62 at lib/test_livedump.c:559 tld_warn_set+0xc/0x20\n"
+               "[    1.942800] Call Trace:\n",
+        "ps": "WARNING: cannot find NT_PRSTATUS note for cpu: 1\n   PID  PPID\n"})
+    assert session.failures("log") == []
+    assert session.failures("ps") and "NT_PRSTATUS" in session.failures("ps")[0]
