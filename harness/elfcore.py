@@ -137,6 +137,34 @@ TRAILER_MAGIC = 0x4C494152544C444C  # "LDLTRAIL"
 _TRAILER_FOOTER = struct.Struct("<QQ")
 
 
+NT_LIVEDUMP_TRIGGER = 0x4C440002
+TRIGGER_NAMES = ("warn", "sysrq", "call")  # by bit, include/uapi/linux/livedump.h LIVEDUMP_TRIGGER_*
+_TRIGGER_NOTE = struct.Struct("<IiiIqQ128s27Q")
+
+
+@dataclass(frozen=True)
+class TriggerNote:
+    """What started an armed dump (NT_LIVEDUMP_TRIGGER)."""
+
+    event: str
+    cpu: int
+    pid: int  # 0: interrupt context
+    time_ns: int
+    delay_ns: int  # from the event to the stop
+    where: str
+    regs: dict[str, int] | None  # at the event, when it had them (a WARN does)
+
+    @classmethod
+    def parse(cls, desc: bytes) -> TriggerNote:
+        if len(desc) < _TRIGGER_NOTE.size:
+            raise NotAnElfDump(f"trigger note is {len(desc)} bytes, expected {_TRIGGER_NOTE.size}")
+        event, cpu, pid, has_regs, time_ns, delay_ns, where, *regs = _TRIGGER_NOTE.unpack_from(desc)
+        names = [name for bit, name in enumerate(TRIGGER_NAMES) if event & (1 << bit)]
+        return cls(",".join(names) or f"unknown {event:#x}", cpu, pid, time_ns, delay_ns,
+                   where.split(b"\0", 1)[0].decode(errors="replace"),
+                   dict(zip(X86_64_REGS, regs, strict=True)) if has_regs else None)
+
+
 @dataclass(frozen=True)
 class Vmcore:
     path: Path
@@ -189,6 +217,13 @@ class Vmcore:
         for n in (*self.trailer, *self.notes):
             if n.name == LIVEDUMP_NOTE_NAME and n.type == NT_LIVEDUMP:
                 return LivedumpNote.parse(n.desc)
+        return None
+
+    def trigger(self) -> TriggerNote | None:
+        """What started an armed dump; None for a dump started by hand."""
+        for n in self.notes:
+            if n.name == LIVEDUMP_NOTE_NAME and n.type == NT_LIVEDUMP_TRIGGER:
+                return TriggerNote.parse(n.desc)
         return None
 
     def livedump_in_headers(self) -> LivedumpNote | None:

@@ -216,3 +216,41 @@ def test_a_trailer_longer_than_what_follows_the_segments_is_an_error(tmp_path):
     final = note("LIVEDUMP", elfcore.NT_LIVEDUMP, livedump_desc("at start", [0x42]))
     with pytest.raises(elfcore.NotAnElfDump, match="trailer claims"):
         elfcore.read(stream_core(tmp_path, final, footer_len=1 << 20))
+
+
+def trigger_desc(event: int, *, regs: list[int] | None) -> bytes:
+    where = b"WARN at lib/test_livedump.c:531 tld_warn_set+0x12/0x20"
+    return struct.pack("<IiiIqQ128s27Q", event, 1, 321, regs is not None, 1_700_000_000_000_000_000, 4_500_000,
+                       where, *(regs or [0] * 27))
+
+
+def test_a_trigger_note_says_what_fired_and_the_registers_then(tmp_path):
+    regs = list(range(27))
+    notes = (note("LIVEDUMP", elfcore.NT_LIVEDUMP, livedump_desc("armed", []))
+             + note("LIVEDUMP", elfcore.NT_LIVEDUMP_TRIGGER, trigger_desc(1, regs=regs)))
+    path = tmp_path / "armed.vmcore"
+    path.write_bytes(make_core(notes, [(0x1000, 0xFFFF888000001000, b"A" * 4096)]))
+    fired = elfcore.read(path).trigger()
+    assert (fired.event, fired.cpu, fired.pid, fired.delay_ns) == ("warn", 1, 321, 4_500_000)
+    assert fired.where.startswith("WARN at lib/test_livedump.c:531 tld_warn_set")
+    assert fired.regs["rip"] == elfcore.X86_64_REGS.index("rip")
+
+
+def test_a_trigger_without_registers_and_a_dump_without_trigger(tmp_path):
+    notes = note("LIVEDUMP", elfcore.NT_LIVEDUMP_TRIGGER, trigger_desc(2, regs=None))
+    path = tmp_path / "sysrq.vmcore"
+    path.write_bytes(make_core(notes, [(0x1000, 0xFFFF888000001000, b"A" * 4096)]))
+    fired = elfcore.read(path).trigger()
+    assert (fired.event, fired.regs) == ("sysrq", None)
+    plain = tmp_path / "plain.vmcore"
+    plain.write_bytes(make_core(note("LIVEDUMP", elfcore.NT_LIVEDUMP, livedump_desc("by hand", [])),
+                                [(0x1000, 0xFFFF888000001000, b"A" * 4096)]))
+    assert elfcore.read(plain).trigger() is None
+
+
+def test_a_short_trigger_note_is_an_error(tmp_path):
+    path = tmp_path / "short.vmcore"
+    path.write_bytes(make_core(note("LIVEDUMP", elfcore.NT_LIVEDUMP_TRIGGER, b"\0" * 40),
+                               [(0x1000, 0xFFFF888000001000, b"A" * 4096)]))
+    with pytest.raises(elfcore.NotAnElfDump, match="trigger note is 40 bytes"):
+        elfcore.read(path).trigger()
