@@ -88,6 +88,43 @@ static const char *const state_names[] = {
 	[LIVEDUMP_STATE_FAILED]		= "failed",
 };
 
+#ifdef LIVEDUMP_INIT_TRIGGER
+/* Triggers by their bit in livedump_init::triggers. */
+static const char *const trigger_names[] = { "warn", "sysrq", "call" };
+#define NR_TRIGGER_NAMES (sizeof(trigger_names) / sizeof(trigger_names[0]))
+
+/* A comma-separated list of trigger names; 0, or -1 if one is unknown. */
+static int parse_triggers(const char *arg, uint32_t *mask)
+{
+	char buf[256], *tok, *save;
+	unsigned int i;
+
+	*mask = 0;
+	snprintf(buf, sizeof(buf), "%s", arg);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		for (i = 0; i < NR_TRIGGER_NAMES && strcmp(tok, trigger_names[i]); i++)
+			;
+		if (i == NR_TRIGGER_NAMES)
+			return -1;
+		*mask |= 1U << i;
+	}
+	return *mask ? 0 : -1;
+}
+
+static void print_triggers(FILE *f, uint32_t mask)
+{
+	const char *sep = "";
+	unsigned int i;
+
+	for (i = 0; i < NR_TRIGGER_NAMES; i++)
+		if (mask & (1U << i)) {
+			fprintf(f, "%s%s", sep, trigger_names[i]);
+			sep = ",";
+		}
+	fprintf(f, "%s\n", *sep ? "" : "none");
+}
+#endif
+
 static int fail(const char *what)
 {
 	int err = errno;
@@ -100,7 +137,8 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: livedump-ioctl dump|init TARGET [REASON [RESERVE_PAGES [FLAG...]]]\n"
-		"       livedump-ioctl start|sweep|release|status\n"
+		"       livedump-ioctl arm TARGET REASON RESERVE_PAGES on=TRIGGERS [FLAG...]\n"
+		"       livedump-ioctl start|sweep|release|status|disarm\n"
 		"FLAG: test-no-wrprotect, test-hold, exclude=CLASSES, include-user, quiet\n"
 		"CLASSES: none, default, a number, or a list of cache,cache-private,user,free,own\n");
 	return 2;
@@ -396,6 +434,14 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 			exclude_user = 0;
 		else if (!strcmp(argv[i], "quiet"))
 			quiet = 1;
+#ifdef LIVEDUMP_INIT_TRIGGER
+		else if (!strncmp(argv[i], "on=", 3) && (flags & LIVEDUMP_INIT_TRIGGER)) {
+			if (parse_triggers(argv[i] + 3, &init.triggers)) {
+				fprintf(stderr, "livedump: unknown triggers: %s (warn, sysrq, call)\n", argv[i] + 3);
+				return usage();
+			}
+		}
+#endif
 		else
 			return usage();
 	}
@@ -485,6 +531,14 @@ static void print_status(const struct livedump_status *st, const char *p)
 	if (st->size >= LIVEDUMP_STATUS_SIZE_VER3) {
 		fprintf(out, "%starget_bytes=%" PRIu64 "\n", p, (uint64_t)st->target_bytes);
 		fprintf(out, "%sdump_bytes=%" PRIu64 "\n", p, (uint64_t)st->dump_bytes);
+	}
+#endif
+#ifdef LIVEDUMP_STATUS_SIZE_VER4
+	if (st->size >= LIVEDUMP_STATUS_SIZE_VER4) {
+		fprintf(out, "%striggers=", p);
+		print_triggers(out, st->triggers);
+		fprintf(out, "%sfired=", p);
+		print_triggers(out, st->fired);
 	}
 #endif
 	if (st->error)
@@ -721,6 +775,49 @@ static int drive(int dev, unsigned long cmd, const char *what)
 	return fail(what);
 }
 
+#ifdef LIVEDUMP_INIT_TRIGGER
+/* INIT, kept and armed: the kernel starts the dump on the first event. */
+static int do_arm(int dev, int argc, char **argv)
+{
+	struct livedump_status st;
+	int ret, i, on = 0;
+
+	for (i = 3; i < argc; i++)
+		on |= !strncmp(argv[i], "on=", 3);
+	if (!on) {
+		fprintf(stderr, "livedump: arm needs --on warn,sysrq,call (one or more)\n");
+		return EINVAL;
+	}
+	ret = do_init(dev, argc, argv, LIVEDUMP_INIT_KEEP | LIVEDUMP_INIT_TRIGGER);
+	if (ret)
+		return ret;
+	if (!get_status(dev, &st) && st.size >= LIVEDUMP_STATUS_SIZE_VER4 && !quiet) {
+		fprintf(out, "livedump: armed for ");
+		print_triggers(out, st.triggers);
+		fprintf(out, "livedump: \"livedump status\" shows when it fired, \"livedump disarm\" releases it\n");
+	}
+	return 0;
+}
+
+/* Release an armed dump that has not fired; anything else stays. */
+static int do_disarm(int dev)
+{
+	struct livedump_status st;
+
+	if (get_status(dev, &st))
+		return fail("status");
+	if (st.size < LIVEDUMP_STATUS_SIZE_VER4 || st.state != LIVEDUMP_STATE_READY || !st.triggers) {
+		fprintf(out, "livedump: nothing armed (state %s%s)\n", state_name(st.state),
+			st.size >= LIVEDUMP_STATUS_SIZE_VER4 && st.fired ? ", a trigger fired" : "");
+		return 0;
+	}
+	if (drive(dev, LIVEDUMP_IOC_UNINIT, "disarm"))
+		return errno ? errno : 1;
+	fprintf(out, "livedump: disarmed and released\n");
+	return 0;
+}
+#endif
+
 /* UNINIT, but nothing to release is not an error for the tool. */
 static int do_release(int dev)
 {
@@ -752,7 +849,8 @@ int main(int argc, char **argv)
 	else if (!strcmp(argv[1], "release"))
 		cmd = LIVEDUMP_IOC_UNINIT;
 	else if (!strcmp(argv[1], "init") || !strcmp(argv[1], "status") ||
-		 !strcmp(argv[1], "dump"))
+		 !strcmp(argv[1], "dump") || !strcmp(argv[1], "arm") ||
+		 !strcmp(argv[1], "disarm"))
 		cmd = 0;
 	else
 		return usage();
@@ -766,6 +864,17 @@ int main(int argc, char **argv)
 		return do_init(dev, argc, argv, LIVEDUMP_INIT_KEEP);
 	if (!strcmp(argv[1], "status"))
 		return do_status(dev);
+#ifdef LIVEDUMP_INIT_TRIGGER
+	if (!strcmp(argv[1], "arm"))
+		return do_arm(dev, argc, argv);
+	if (!strcmp(argv[1], "disarm"))
+		return do_disarm(dev);
+#else
+	if (!strcmp(argv[1], "arm") || !strcmp(argv[1], "disarm")) {
+		fprintf(stderr, "livedump: this tool was built without triggers\n");
+		return EINVAL;
+	}
+#endif
 	if (!strcmp(argv[1], "release"))
 		return do_release(dev);
 	return drive(dev, cmd, argv[1]);
