@@ -19,3 +19,16 @@ def expect_errno(console, command: str, code: int, state_after: str):
                                   f"{result.output}"
     assert state(console) == state_after
     return result
+
+
+def read_back(pipeline, taken, image, crash_dir):
+    """Every check make test-qemu makes of a dump (drgn against the markers and counters the guest saw,
+    crash with the extension), asserted to pass for the dump ``taken`` left in ``image``; the verdict."""
+    from harness import dumpcheck
+
+    kernel = pipeline.build()
+    saw = dumpcheck.GuestSaw.of(taken, kernel.release, pipeline.options.smp)
+    verdict = dumpcheck.check_dump(image, kernel.vmlinux, saw, crash_dir=crash_dir)
+    assert [str(c) for c in verdict.checks if not c.ok] == []
+    assert verdict.crash is not None and verdict.named("crash: `kmem -i`")
+    return verdict

@@ -18,9 +18,9 @@ import re
 from dataclasses import replace
 
 import pytest
-from guest_checks import state
+from guest_checks import read_back, state
 
-from harness import bench, dumpcheck, elfcore, fsimage
+from harness import bench, elfcore, fsimage
 from harness import dump as dump_mod
 
 pytestmark = pytest.mark.qemu
@@ -91,12 +91,7 @@ def test_the_file_ends_as_long_as_its_elf(filed):
 
 
 def test_drgn_and_crash_read_the_file_copied_out(pipeline, filed):
-    kernel = pipeline.build()
-    saw = dumpcheck.GuestSaw.of(filed["taken"], kernel.release, pipeline.options.smp)
-    verdict = dumpcheck.check_dump(filed["copy"], kernel.vmlinux, saw,
-                                   crash_dir=pipeline.run.path("file-target") / "crash")
-    assert [str(c) for c in verdict.checks if not c.ok] == []
-    assert verdict.crash is not None and verdict.named("crash: `kmem -i`")
+    read_back(pipeline, filed["taken"], filed["copy"], pipeline.run.path("file-target") / "crash")
 
 
 def test_the_file_is_unpinned_and_a_second_dump_reuses_it(guest, filed):

@@ -17,9 +17,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-from guest_checks import state
+from guest_checks import read_back, state
 
-from harness import bench, dumpcheck, elfcore, validate
+from harness import bench, elfcore, validate
 from harness import dump as dump_mod
 from harness.console import CommandResult
 
@@ -91,14 +91,9 @@ def test_the_stream_ends_with_its_final_note(streamed):
 
 
 def test_drgn_crash_and_makedumpfile_read_the_stream(pipeline, streamed):
-    kernel = pipeline.build()
-    saw = dumpcheck.GuestSaw.of(streamed["taken"], kernel.release, pipeline.options.smp)
-    verdict = dumpcheck.check_dump(streamed["elf"], kernel.vmlinux, saw,
-                                   crash_dir=pipeline.run.path("stream") / "crash")
-    assert [str(c) for c in verdict.checks if not c.ok] == []
-    assert verdict.crash is not None and verdict.named("crash: `kmem -i`")
+    read_back(pipeline, streamed["taken"], streamed["elf"], pipeline.run.path("stream") / "crash")
     packed = validate.makedumpfile(streamed["elf"], pipeline.run.path("stream") / "stream.kdump")
-    assert validate.read_with_drgn(packed.path, kernel.vmlinux).init_comm == "swapper/0"
+    assert validate.read_with_drgn(packed.path, pipeline.build().vmlinux).init_comm == "swapper/0"
 
 
 def test_a_reader_that_waits_holds_the_sweep_back(guest, streamed):

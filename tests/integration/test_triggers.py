@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from guest_checks import state
+from guest_checks import read_back, state
 
 from harness import dump as dump_mod
-from harness import dumpcheck, elfcore, validate
+from harness import elfcore, validate
 from harness.console import CommandResult
 
 pytestmark = pytest.mark.qemu
@@ -93,11 +93,7 @@ def test_the_trigger_note_says_what_where_and_who(pipeline, warned):
 
 
 def test_the_armed_dump_reads_back_with_the_warning_in_its_log(pipeline, warned):
-    kernel = pipeline.build()
-    saw = dumpcheck.GuestSaw.of(warned["taken"], kernel.release, pipeline.options.smp)
-    verdict = dumpcheck.check_dump(warned["image"], kernel.vmlinux, saw,
-                                   crash_dir=pipeline.run.path("triggers") / "crash")
-    assert [str(c) for c in verdict.checks if not c.ok] == []
+    verdict = read_back(pipeline, warned["taken"], warned["image"], pipeline.run.path("triggers") / "crash")
     assert "test_livedump: a warning on request" in verdict.view.log
 
 
