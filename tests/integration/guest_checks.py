@@ -21,14 +21,17 @@ def expect_errno(console, command: str, code: int, state_after: str):
     return result
 
 
-def read_back(pipeline, taken, image, crash_dir):
+def read_back(pipeline, taken, image, crash_dir, *, apart: tuple[str, ...] = ()):
     """Every check make test-qemu makes of a dump (drgn against the markers and counters the guest saw,
-    crash with the extension), asserted to pass for the dump ``taken`` left in ``image``; the verdict."""
+    crash with the extension), asserted to pass for the dump ``taken`` left in ``image``; the verdict.
+
+    ``apart``: names of checks a caller asserts on its own (a known failure it marks xfail)."""
     from harness import dumpcheck
 
     kernel = pipeline.build()
     saw = dumpcheck.GuestSaw.of(taken, kernel.release, pipeline.options.smp)
     verdict = dumpcheck.check_dump(image, kernel.vmlinux, saw, crash_dir=crash_dir)
-    assert [str(c) for c in verdict.checks if not c.ok] == []
-    assert verdict.crash is not None and verdict.named("crash: `kmem -i`")
+    failed = [str(c) for c in verdict.checks if not c.ok and not c.name.startswith(apart)]
+    assert failed == [], failed  # not a test module: pytest does not rewrite this assert
+    assert verdict.crash is not None and verdict.named("crash: `kmem -i`"), "crash did not run"
     return verdict

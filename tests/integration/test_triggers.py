@@ -58,8 +58,9 @@ def warned(guest):
     before = dump_mod.status(console)
     markers = dump_mod.Markers.new()
     dump_mod.kmsg(console, markers.before)
-    pid = int(re.search(r"pid=(\d+)", console.run(f"sh -c 'echo pid=$$; echo 1 > {WARN_PARAM}'",
-                                                  check=True).output).group(1))
+    # The shell stays in the warning function for 3 s: a task that warned and is stuck there.
+    pid = int(re.search(r"pid=(\d+)", console.run(f"sh -c 'echo pid=$$; echo 3000 > {WARN_PARAM}'",
+                                                  check=True, timeout=60).output).group(1))
     end = wait_for_end(console)
     dump_mod.kmsg(console, markers.after)
     dump_mod.stop_load(console)
@@ -92,8 +93,41 @@ def test_the_trigger_note_says_what_where_and_who(pipeline, warned):
     assert prog.symbol(fired.regs["rip"]).name == "tld_warn_set"
 
 
-def test_the_armed_dump_reads_back_with_the_warning_in_its_log(pipeline, warned):
-    verdict = read_back(pipeline, warned["taken"], warned["image"], pipeline.run.path("triggers") / "crash")
+def test_drgn_unwinds_the_warning_stack_from_the_notes_registers(pipeline, warned):
+    """The task stayed in the function that warned (3 s) past the deferred snapshot: from the note's
+    registers drgn unwinds the stack as it was at the WARN(), up through the write that set the
+    parameter."""
+    from drgn import Object
+
+    fired = elfcore.read(warned["image"]).trigger()
+    prog = validate.open_drgn(warned["image"], pipeline.build().vmlinux)
+    names = {"rbp": "bp", "rbx": "bx", "rax": "ax", "rcx": "cx", "rdx": "dx", "rsi": "si", "rdi": "di",
+             "orig_rax": "orig_ax", "rip": "ip", "eflags": "flags", "rsp": "sp"}
+    fields = {field.name for field in prog.type("struct pt_regs").members}
+    regs = Object(prog, "struct pt_regs", value={names.get(k, k): v for k, v in fired.regs.items()
+                                                  if names.get(k, k) in fields})
+    frames = [frame.name for frame in prog.stack_trace(regs) if frame.name]
+    assert frames[:1] == ["tld_warn_set"], frames
+    assert "param_attr_store" in frames and "vfs_write" in frames, frames
+
+
+CRASH_BT_FROM_THE_STOP = "crash: bt -a unwinds each CPU from its NT_PRSTATUS rip"
+
+
+@pytest.fixture(scope="module")
+def verdict(pipeline, warned):
+    return read_back(pipeline, warned["taken"], warned["image"], pipeline.run.path("triggers") / "crash",
+                     apart=(CRASH_BT_FROM_THE_STOP,))
+
+
+@pytest.mark.xfail(strict=False, reason="known: in about half of the dumps a trigger started, crash 8.0.2's "
+                   "bt -a unwinds CPU 0's stopper from a stack scan below the stop's frame instead of from its "
+                   "NT_PRSTATUS rsp (seen once before in a dump taken by hand); drgn unwinds it right")
+def test_crash_unwinds_every_cpu_from_the_stop(verdict):
+    assert [str(c) for c in verdict.checks if c.name.startswith(CRASH_BT_FROM_THE_STOP) and not c.ok] == []
+
+
+def test_the_armed_dump_reads_back_with_the_warning_in_its_log(verdict):
     assert "test_livedump: a warning on request" in verdict.view.log
 
 
@@ -115,7 +149,7 @@ def test_a_disarmed_dump_does_not_fire(guest, warned):
     console.run(f"livedump arm {dump_mod.DUMP_TARGET} --on warn", check=True)
     out = console.run("livedump disarm", check=True).output
     assert "disarmed and released" in out, out
-    console.run(f"echo 1 > {WARN_PARAM}; sleep 2", check=True)
+    console.run(f"echo 0 > {WARN_PARAM}; sleep 2", check=True)
     assert state(console) == "idle"
 
 
@@ -134,7 +168,7 @@ def test_lockdown_raised_after_arming_keeps_a_trigger_from_dumping(guest, warned
     console.run(f"livedump arm {dump_mod.DUMP_TARGET} --on warn --reason 'armed before lockdown'", check=True)
     console.run("grep -q securityfs /proc/mounts || mount -t securityfs securityfs /sys/kernel/security; "
                 "echo confidentiality > /sys/kernel/security/lockdown", check=True)
-    console.run("dmesg -c > /dev/null; echo 1 > /sys/module/test_livedump/parameters/warn; sleep 3", check=True)
+    console.run(f"dmesg -c > /dev/null; echo 0 > {WARN_PARAM}; sleep 3", check=True)
     # Only livedump's lines: the console must not carry the WARNING, which the harness fails on.
     log = console.run("dmesg | grep 'livedump:'; true", check=True).output
     assert re.search(r"livedump: the dump armed for WARN at lib/test_livedump\.c:\d+ \S+ could not start: -1\b",
