@@ -142,6 +142,9 @@ def test_sysrq_d_fires_a_dump_armed_for_it(pipeline, guest, warned):
     fired = elfcore.read(image).trigger()
     assert (fired.event, fired.where) == ("sysrq", "SysRq-D"), fired
     assert elfcore.read(image).livedump().reason == "armed for sysrq"
+    view = validate.read_with_drgn(image, pipeline.build().vmlinux)
+    assert view.init_comm == "swapper/0" and "sysrq: Live dump" in view.log, view.log[-1000:]
+    assert validate.stop_trace_problems(view, pipeline.options.smp) == []
 
 
 def test_a_disarmed_dump_does_not_fire(guest, warned):
