@@ -213,6 +213,26 @@ static int parse_notes(struct ld_dump *d, const unsigned char *buf, uint64_t siz
 		} else if (nlen == 4 && !memcmp(name, "QEMU", 4)) {
 			d->has_qemu_note = 1;
 		} else if (nlen == strlen(LD_NOTE_NAME) && !memcmp(name, LD_NOTE_NAME, nlen) &&
+			   type == LD_NT_TRIGGER) {
+			struct ld_trigger *t = &d->trigger;
+
+			if (descsz < LD_TRIGGER_SIZE) {
+				seterr(err, errlen, "trigger note is %" PRIu32 " bytes, expected %d", descsz,
+				       LD_TRIGGER_SIZE);
+				return -1;
+			}
+			d->has_trigger = 1;
+			t->event = get32(desc);
+			t->cpu = (int32_t)get32(desc + 4);
+			t->pid = (int32_t)get32(desc + 8);
+			t->has_regs = get32(desc + 12);
+			t->time_ns = (int64_t)get64(desc + 16);
+			t->delay_ns = get64(desc + 24);
+			memcpy(t->where, desc + 32, LD_REASON_LEN);
+			t->where[LD_REASON_LEN - 1] = '\0';
+			t->rip = get64(desc + 32 + LD_REASON_LEN + REG_RIP * 8);
+			t->rsp = get64(desc + 32 + LD_REASON_LEN + REG_RSP * 8);
+		} else if (nlen == strlen(LD_NOTE_NAME) && !memcmp(name, LD_NOTE_NAME, nlen) &&
 			   type == LD_NT_LIVEDUMP && !d->has_note) {
 			if (descsz < LD_NOTE_SIZE) {
 				seterr(err, errlen, "LIVEDUMP note is %" PRIu32 " bytes, expected at least %d",
@@ -583,6 +603,20 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 		}
 	} else if (n->failed_pages) {
 		fprintf(fp, "  failed pfns:       none listed in the note\n");
+	}
+	if (d->has_trigger) {
+		const struct ld_trigger *t = &d->trigger;
+		static const char *const events[] = { "warn", "sysrq", "call" };
+		unsigned int e;
+
+		fprintf(fp, "  trigger:           ");
+		for (e = 0; e < 3 && !(t->event & (1U << e)); e++)
+			;
+		fprintf(fp, "%s on CPU %" PRId32 ", task %" PRId32 ", %.3f ms before the stop: %s\n",
+			e < 3 ? events[e] : "unknown", t->cpu, t->pid, t->delay_ns / 1e6, t->where);
+		if (t->has_regs)
+			fprintf(fp, "  trigger registers: rip %016" PRIx64 "  rsp %016" PRIx64 " (at the event)\n",
+				t->rip, t->rsp);
 	}
 	fprintf(fp, "  CPUs captured:     %u NT_PRSTATUS note%s", d->ncpus, d->ncpus == 1 ? "" : "s");
 	if (n->nr_cpus != d->ncpus)

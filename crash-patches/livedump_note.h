@@ -21,6 +21,9 @@
 /* A stream ends with its final LIVEDUMP note: the note, its size, this. */
 #define LD_TRAILER_MAGIC	0x4c494152544c444cULL	/* "LDLTRAIL" */
 #define LD_PAGE_SIZE		((uint64_t)4096)
+/* struct livedump_trigger_note: what started an armed dump. */
+#define LD_NT_TRIGGER		0x4c440002
+#define LD_TRIGGER_SIZE		(32 + LD_REASON_LEN + 27 * 8)
 
 /* struct livedump_note, version 1, little-endian on disk. */
 struct ld_note {
@@ -76,6 +79,17 @@ struct ld_cpu {
 	uint64_t rsp;
 };
 
+struct ld_trigger {
+	uint32_t event;			/* bit 0 warn, 1 sysrq, 2 call */
+	int32_t cpu;
+	int32_t pid;
+	uint32_t has_regs;
+	int64_t time_ns;
+	uint64_t delay_ns;		/* from the event to the stop */
+	char where[LD_REASON_LEN];
+	uint64_t rip, rsp;		/* at the event, if has_regs */
+};
+
 struct ld_dump {
 	uint16_t e_type;
 	uint16_t e_machine;
@@ -97,6 +111,8 @@ struct ld_dump {
 	struct ld_classes classes;
 	uint64_t note_descsz;
 	uint64_t *pfns;			/* the nr_listed failed pfns */
+	int has_trigger;		/* an NT_LIVEDUMP_TRIGGER note */
+	struct ld_trigger trigger;
 	uint64_t headers_end;		/* end of ELF header, phdrs and notes */
 };
 

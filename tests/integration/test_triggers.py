@@ -127,6 +127,12 @@ def test_crash_unwinds_every_cpu_from_the_stop(verdict):
     assert [str(c) for c in verdict.checks if c.name.startswith(CRASH_BT_FROM_THE_STOP) and not c.ok] == []
 
 
+def test_crash_shows_the_trigger(verdict, warned):
+    text = verdict.crash.outputs.get("livedump", "")
+    assert re.search(rf"^  trigger: +warn on CPU \d+, task {warned['pid']}, [\d.]+ ms before the stop: "
+                     r"WARN at lib/test_livedump\.c:\d+ tld_warn_set\+", text, re.M), text[-1500:]
+
+
 def test_the_armed_dump_reads_back_with_the_warning_in_its_log(verdict):
     assert "test_livedump: a warning on request" in verdict.view.log
 

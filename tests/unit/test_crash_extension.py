@@ -232,7 +232,7 @@ def test_short_livedump_note_is_an_error(built, tmp_path):
      "kernel vmcore (kdump or similar)"),
     (note("CORE", NT_PRSTATUS, prstatus(1, 0, 0)) + note("QEMU", 0, b"\0" * 64), "QEMU dump-guest-memory vmcore"),
     # right name, wrong type: not ours
-    (note("LIVEDUMP", 0x4C440002, livedump_desc()), "ELF core without VMCOREINFO"),
+    (note("LIVEDUMP", 0x4C440099, livedump_desc()), "ELF core without VMCOREINFO"),
 ])
 def test_core_without_livedump_note_is_refused(built, tmp_path, notes, kind):
     path = write(tmp_path, make_core(notes, LOADS))
@@ -353,3 +353,30 @@ def test_a_trailer_claiming_more_than_follows_the_segments_is_refused(built, tmp
     r = run(built, write(tmp_path, make_core(livedump_notes(start), LOADS_33, trailing=trailer)))
     assert r.returncode != 0
     assert "the trailer claims" in r.stdout + r.stderr
+
+
+def trigger_note(event: int, *, regs: bool = True) -> bytes:
+    desc = struct.pack("<IiiIqQ128s", event, 1, 173, int(regs), START_NS, 579_000,
+                       b"WARN at lib/test_livedump.c:571 tld_warn_set+0x2b/0x50")
+    gregs = [0] * 27
+    gregs[RIP], gregs[RSP] = 0xFFFFFFFF8CEABFDB, 0xFFFFC900001C3DF8
+    return note("LIVEDUMP", 0x4C440002, desc + struct.pack("<27Q", *gregs))
+
+
+def test_an_armed_dump_shows_its_trigger(built, tmp_path):
+    notes = livedump_notes(livedump_desc("armed", version=3, pages_total=33)) + trigger_note(1)
+    r = run(built, write(tmp_path, make_core(notes, LOADS_33)))
+    assert r.returncode == 0, r.stderr
+    assert ("  trigger:           warn on CPU 1, task 173, 0.579 ms before the stop: "
+            "WARN at lib/test_livedump.c:571 tld_warn_set+0x2b/0x50\n") in r.stdout
+    assert "  trigger registers: rip ffffffff8ceabfdb  rsp ffffc900001c3df8 (at the event)\n" in r.stdout
+
+
+def test_a_dump_started_by_hand_shows_no_trigger_and_a_short_trigger_note_is_refused(built, tmp_path):
+    r = run(built, write(tmp_path, make_core(livedump_notes(livedump_desc("by hand", version=3, pages_total=33)),
+                                             LOADS_33)))
+    assert r.returncode == 0 and "trigger" not in r.stdout, r.stdout
+    short = livedump_notes(livedump_desc("armed", version=3, pages_total=33)) + note("LIVEDUMP", 0x4C440002,
+                                                                                     b"\0" * 40)
+    r = run(built, write(tmp_path, make_core(short, LOADS_33), name="short.img"))
+    assert r.returncode != 0 and "trigger note is 40 bytes" in r.stdout + r.stderr
