@@ -180,7 +180,7 @@ class Vmcore:
     @property
     def end(self) -> int:
         """File size the ELF needs: where the last segment's data ends."""
-        return max((s.offset + s.filesz for s in self.segments), default=0)
+        return _segments_end(self.segments)
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         """``size`` bytes of the dump at physical address ``paddr``; they must lie in one PT_LOAD."""
@@ -277,8 +277,12 @@ def read(path: Path) -> Vmcore:
             if s.type == PT_NOTE:
                 f.seek(s.offset)
                 notes += parse_notes(f.read(s.filesz))
-        trailer = _read_trailer(f, max((s.offset + s.filesz for s in segments), default=0))
+        trailer = _read_trailer(f, _segments_end(segments))
     return Vmcore(path, tuple(segments), tuple(notes), trailer)
+
+
+def _segments_end(segments) -> int:
+    return max((s.offset + s.filesz for s in segments), default=0)
 
 
 def _read_trailer(f, end: int) -> tuple[Note, ...]:

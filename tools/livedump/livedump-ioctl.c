@@ -88,41 +88,50 @@ static const char *const state_names[] = {
 	[LIVEDUMP_STATE_FAILED]		= "failed",
 };
 
-#ifdef LIVEDUMP_INIT_TRIGGER
-/* Triggers by their bit in livedump_init::triggers. */
-static const char *const trigger_names[] = { "warn", "sysrq", "call" };
-#define NR_TRIGGER_NAMES (sizeof(trigger_names) / sizeof(trigger_names[0]))
-
-/* A comma-separated list of trigger names; 0, or -1 if one is unknown. */
-static int parse_triggers(const char *arg, uint32_t *mask)
+/*
+ * Bit masks whose bits have names (page classes, triggers): @names[bit],
+ * NULL for a bit without one.  A comma-separated list of names into bits:
+ * 0, or -1 if one is unknown.
+ */
+static __attribute__((unused)) int parse_names(const char *arg, const char *const *names, unsigned int n,
+					       uint32_t *mask)
 {
 	char buf[256], *tok, *save;
 	unsigned int i;
 
+	if (strlen(arg) >= sizeof(buf))
+		return -1;
+	strcpy(buf, arg);
 	*mask = 0;
-	snprintf(buf, sizeof(buf), "%s", arg);
 	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		for (i = 0; i < NR_TRIGGER_NAMES && strcmp(tok, trigger_names[i]); i++)
+		for (i = 0; i < n && !(names[i] && !strcmp(tok, names[i])); i++)
 			;
-		if (i == NR_TRIGGER_NAMES)
+		if (i == n)
 			return -1;
 		*mask |= 1U << i;
 	}
-	return *mask ? 0 : -1;
+	return 0;
 }
 
-static void print_triggers(FILE *f, uint32_t mask)
+/* The names of the bits set in @mask, separated by commas, or "none"; a newline. */
+static __attribute__((unused)) void print_names(FILE *f, const char *const *names, unsigned int n, uint32_t mask)
 {
 	const char *sep = "";
 	unsigned int i;
 
-	for (i = 0; i < NR_TRIGGER_NAMES; i++)
-		if (mask & (1U << i)) {
-			fprintf(f, "%s%s", sep, trigger_names[i]);
+	for (i = 0; i < n; i++)
+		if ((mask & (1U << i)) && names[i]) {
+			fprintf(f, "%s%s", sep, names[i]);
 			sep = ",";
 		}
 	fprintf(f, "%s\n", *sep ? "" : "none");
 }
+
+#ifdef LIVEDUMP_INIT_TRIGGER
+/* Triggers by their bit in livedump_init::triggers. */
+static const char *const trigger_names[] = { "warn", "sysrq", "call" };
+#define NR_TRIGGER_NAMES (sizeof(trigger_names) / sizeof(trigger_names[0]))
+#define print_triggers(f, mask) print_names((f), trigger_names, NR_TRIGGER_NAMES, (mask))
 #endif
 
 static int fail(const char *what)
@@ -148,8 +157,7 @@ static int usage(void)
 /* "none", "default", a number, or names of classes separated by commas. */
 static int parse_exclude(const char *arg, uint32_t *mask)
 {
-	char buf[128], *name, *save, *end;
-	unsigned int c;
+	char *end;
 
 	if (!strcmp(arg, "none")) {
 		*mask = 0;
@@ -162,36 +170,13 @@ static int parse_exclude(const char *arg, uint32_t *mask)
 	*mask = strtoul(arg, &end, 0);
 	if (*arg && !*end)
 		return *mask & ~LIVEDUMP_EXCLUDE_ALL ? -1 : 0;
-	if (strlen(arg) >= sizeof(buf))
-		return -1;
-	strcpy(buf, arg);
-	*mask = 0;
-	for (name = strtok_r(buf, ",", &save); name;
-	     name = strtok_r(NULL, ",", &save)) {
-		for (c = 0; c < LIVEDUMP_NR_CLASSES; c++) {
-			if (class_names[c] && !strcmp(name, class_names[c]))
-				break;
-		}
-		if (c == LIVEDUMP_NR_CLASSES)
-			return -1;
-		*mask |= 1U << c;
-	}
-	return 0;
+	return parse_names(arg, class_names, LIVEDUMP_NR_CLASSES, mask);
 }
 
 static void print_exclude(uint32_t mask)
 {
-	const char *sep = "";
-	unsigned int c;
-
 	fprintf(out, "livedump: exclude=");
-	for (c = 0; c < LIVEDUMP_NR_CLASSES; c++) {
-		if (mask & (1U << c)) {
-			fprintf(out, "%s%s", sep, class_names[c]);
-			sep = ",";
-		}
-	}
-	fprintf(out, "%s\n", *sep ? "" : "none");
+	print_names(out, class_names, LIVEDUMP_NR_CLASSES, mask);
 	if (!(mask & LIVEDUMP_EXCLUDE_USER))
 		fprintf(out, "livedump: note: user pages are dumped as found: writes through user mappings are not trapped, they may be torn\n");
 	fflush(out);
@@ -404,6 +389,7 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 {
 	struct livedump_init init;
 	struct file_target ft;
+	uint64_t need;
 	uint32_t exclude = LIVEDUMP_EXCLUDE_DEFAULT;
 	int fd, ret, i, exclude_user = 1;
 
@@ -436,7 +422,8 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 			quiet = 1;
 #ifdef LIVEDUMP_INIT_TRIGGER
 		else if (!strncmp(argv[i], "on=", 3) && (flags & LIVEDUMP_INIT_TRIGGER)) {
-			if (parse_triggers(argv[i] + 3, &init.triggers)) {
+			if (parse_names(argv[i] + 3, trigger_names, NR_TRIGGER_NAMES, &init.triggers) ||
+			    !init.triggers) {
 				fprintf(stderr, "livedump: unknown triggers: %s (warn, sysrq, call)\n", argv[i] + 3);
 				return usage();
 			}
@@ -488,8 +475,8 @@ static int do_init(int dev, int argc, char **argv, unsigned int flags)
 	 * A file too short: the kernel checked the file system first, so a
 	 * file on tmpfs was refused before a byte was written to it.
 	 */
-	if (ret && errno == ENOSPC && ft.is_file && target_bytes(dev)) {
-		ret = write_out(argv[2], fd, target_bytes(dev));
+	if (ret && errno == ENOSPC && ft.is_file && (need = target_bytes(dev))) {
+		ret = write_out(argv[2], fd, need);
 		if (ret)
 			goto refused;
 		ret = ioctl(dev, LIVEDUMP_IOC_INIT, &init);
