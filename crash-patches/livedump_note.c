@@ -38,6 +38,7 @@
 #define LD_NOTE_SIZE	208		/* sizeof(struct livedump_note) v1 */
 #define LD_COSTS_SIZE	296		/* what version 2 adds */
 #define LD_CLASSES_SIZE	144		/* what version 3 adds */
+#define LD_ALIASES_SIZE	8		/* what version 4 adds */
 #define MAX_HEADERS	(64ULL << 20)	/* sanity limit for phdrs and notes */
 
 _Static_assert(sizeof(struct ld_note) == LD_NOTE_SIZE, "struct ld_note must match struct livedump_note");
@@ -138,6 +139,10 @@ static void parse_livedump_note(struct ld_dump *d, const unsigned char *desc, ui
 		for (i = 0; i < LD_NOTE_CLASSES; i++)
 			d->classes.class_pages[i] = get64(k + 16 + i * 8);
 	}
+	/* Version 4 adds the alias entries right after the classes. */
+	d->has_aliases = d->has_classes && n->version >= 4 &&
+			 descsz >= LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE + LD_ALIASES_SIZE;
+	d->alias_entries = d->has_aliases ? get64(desc + LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE) : 0;
 
 	/*
 	 * The pfns are the tail of the descriptor (right after the struct of
@@ -152,8 +157,10 @@ static void parse_livedump_note(struct ld_dump *d, const unsigned char *desc, ui
 		pfn_off = LD_NOTE_SIZE;
 	else if (n->version == 2 && d->has_costs)
 		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE;
-	else if (n->version == LD_NOTE_VERSION && d->has_classes)
+	else if (n->version == 3 && d->has_classes)
 		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE;
+	else if (n->version == LD_NOTE_VERSION && d->has_aliases)
+		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE + LD_ALIASES_SIZE;
 	free(d->pfns);
 	d->pfns = NULL;
 	if (!n->nr_listed)
@@ -536,7 +543,7 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 	format_time(n->start_time_ns, when, sizeof(when));
 	fprintf(fp, "LIVEDUMP note version %" PRIu32 "%s\n", n->version,
 		n->version >= 1 && n->version <= LD_NOTE_VERSION ? "" :
-		" (unknown version: fields read as version 3)");
+		" (unknown version: fields read as version 4)");
 	if (d->from_trailer)
 		fprintf(fp, "  (final, from the stream's trailer; its headers hold it as of the start of the sweep)\n");
 	fprintf(fp, "  reason:            %s\n", n->reason);
@@ -550,6 +557,12 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 	fprintf(fp, "  zero pages:        %" PRIu64 " (free, livedump's own or short gaps, written as zeros)\n",
 		n->zero_pages);
 	fprintf(fp, "  protected entries: %" PRIu64 " (mapping entries write-protected)\n", n->protected_entries);
+	if (d->has_aliases && d->alias_entries)
+		fprintf(fp, "  alias entries:     %" PRIu64 " (of those, vmalloc and module mappings)\n",
+			d->alias_entries);
+	else if (d->has_aliases)
+		fprintf(fp, "  alias entries:     0 (vmalloc and module mappings NOT protected: written through them, "
+			"pages may be torn)\n");
 	fprintf(fp, "  failed pages:      %" PRIu64 "%s\n", n->failed_pages,
 		n->failed_pages ? " (INCONSISTENT: not the content at the instant of the dump)" : "");
 	if (d->has_costs) {

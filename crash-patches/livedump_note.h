@@ -15,7 +15,7 @@
 
 #define LD_NOTE_NAME		"LIVEDUMP"
 #define LD_NT_LIVEDUMP		0x4c440001
-#define LD_NOTE_VERSION		3	/* newest known; 1 lacks the costs, 2 the classes */
+#define LD_NOTE_VERSION		4	/* newest known; 1 lacks the costs, 2 the classes, 3 the aliases */
 #define LD_FAULT_HIST		32
 #define LD_REASON_LEN		128
 /* A stream ends with its final LIVEDUMP note: the note, its size, this. */
@@ -109,6 +109,8 @@ struct ld_dump {
 	struct ld_costs costs;
 	int has_classes;		/* note version 3 or later */
 	struct ld_classes classes;
+	int has_aliases;		/* note version 4 or later */
+	uint64_t alias_entries;		/* of protected_entries, vmalloc and modules */
 	uint64_t note_descsz;
 	uint64_t *pfns;			/* the nr_listed failed pfns */
 	int has_trigger;		/* an NT_LIVEDUMP_TRIGGER note */

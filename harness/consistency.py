@@ -12,8 +12,11 @@ so the judging is unit-tested on synthetic consistent and torn states.
 
 A violation on a page the dump itself lists as inconsistent (the LIVEDUMP
 note's failed pfns) is counted apart: the dump said so. A class of memory
-that livedump does not protect yet (vmalloc aliases, vmap'd stacks) is a
-known gap: checked and printed by name, but not a failure.
+the dump says it did not protect is a known gap: checked and printed by
+name, but not a failure. The one left is the vmalloc class (the vmalloc and
+vmap sweeps) in a dump whose note says no vmalloc or module mapping was
+write-protected (livedump.protect_aliases=0, or a kernel before note
+version 4); otherwise every invariant must hold.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ DIRECT_MAP_SIZE = 64 << 40
 # (its DWARF type), TLD_VMALLOC_PAGES the page count of the vmalloc area tld_vsweep points to (its
 # vm_struct in the dump). Copies of the #defines here would drift silently when the module changes.
 STACK_WORDS_FUNCTION, STACK_WORDS_LOCAL = "tld_writer_fn", "words"
+# Invariant 9 (a sweep through a vmap() of page-allocator pages): its pages are the bound of this array.
+VMAP_SWEEP, VMAP_PAGES = "tld_vmap", "tld_vmap_pages"
+ALIASES_NOT_PROTECTED = ("the dump did not write-protect vmalloc and module mappings (LIVEDUMP note: alias_entries "
+                         "0 or absent; livedump.protect_aliases=0 or an older kernel)")
 
 
 class ConsistencyError(HarnessError):
@@ -90,6 +97,9 @@ class Report:
     findings: list[Finding]
     protected: bool  # the dump was taken with write protection (LIVEDUMP note: protected_entries > 0)
     failed_pfns: list[int]
+    # vmalloc and module mappings were write-protected too (note v4 alias_entries > 0); None: the note is
+    # older and does not say.
+    aliases_protected: bool | None = None
 
     @property
     def violations(self) -> int:
@@ -107,6 +117,8 @@ class Report:
 
     def text(self) -> str:
         kind = "write-protected" if self.protected else "NOT write-protected (test-only no-wrprotect)"
+        if self.protected and self.aliases_protected is False:
+            kind += " (vmalloc and module mappings NOT protected)"
         head = f"{self.dump}: {kind} livedump, {len(self.failed_pfns)} page(s) marked inconsistent"
         tail = "consistent: every invariant holds" if self.ok else f"TORN: {self.violations} violation(s)"
         return "\n".join([head, *(f"  {f.line()}" for f in self.findings), tail])
@@ -127,6 +139,8 @@ def protected_dump_problems(report: Report, counters: dict[str, str]) -> list[st
     problems = []
     if not report.protected:
         problems.append("the LIVEDUMP note says nothing was write-protected")
+    elif report.aliases_protected is False:
+        problems.append("the LIVEDUMP note says no vmalloc or module mapping was write-protected")
     if not report.ok:
         problems.append(f"torn: {report.violations} violation(s)")
     problems += [f"{f.name}: not exercised" for f in report.findings if not f.known_gap and f.checked == 0]
@@ -388,10 +402,17 @@ def read_and_check(dump: Path, vmlinux: Path, *, sizes: TortureSizes | None = No
         vsweep = int(_var(prog, "tld_vsweep"))
         if sizes is None:
             sizes = torture_sizes(prog, vsweep)
+        alias_gap = "" if note.aliases_protected else ALIASES_NOT_PROTECTED
         findings.append(sweep_violations(
             "sweep (vmalloc)",
             _sweep_pages(mem, [vsweep + i * PAGE_SIZE for i in range(sizes.vmalloc_pages)] if vsweep else []),
-            known_gap="writes through vmalloc mappings are not trapped: only the direct map is write-protected"))
+            known_gap=alias_gap))
+        vmap = _vmap_sweep(prog)
+        if vmap is not None:  # a kernel from before the vmap sweep has none to check
+            base, pages = vmap
+            findings.append(sweep_violations(
+                "sweep (vmap)", _sweep_pages(mem, [base + i * PAGE_SIZE for i in range(pages)] if base else []),
+                known_gap=alias_gap))
 
         a, b = int(_var(prog, "tld_pair_a")), int(_var(prog, "tld_pair_b"))
         pair = pair_violations("pair under spinlock",
@@ -412,9 +433,8 @@ def read_and_check(dump: Path, vmlinux: Path, *, sizes: TortureSizes | None = No
             base = int(ptr)
             if not base:
                 continue
-            gap = "" if mem.in_direct_map(base) else "the stack is a vmap'd alias (VMAP_STACK): not write-protected"
-            findings.append(words_sweep_violations(f"kthread stack {i}", base, mem.words(base, sizes.stack_words),
-                                                   known_gap=gap))
+            # Stacks are copied in the stop whatever maps them (VMAP_STACK): always a hard invariant.
+            findings.append(words_sweep_violations(f"kthread stack {i}", base, mem.words(base, sizes.stack_words)))
 
         ia, ib = int(_var(prog, "tld_irq_a")), int(_var(prog, "tld_irq_b"))
         findings.append(pair_violations("hard-IRQ pair",
@@ -431,7 +451,23 @@ def read_and_check(dump: Path, vmlinux: Path, *, sizes: TortureSizes | None = No
     failed = set(note.failed_pfns)
     for f in findings:
         excuse(f, failed, mem.pfn)
-    return Report(str(dump), findings, protected=note.protected_entries > 0, failed_pfns=sorted(failed))
+    return Report(str(dump), findings, protected=note.protected_entries > 0, failed_pfns=sorted(failed),
+                  aliases_protected=note.aliases_protected)
+
+
+def _vmap_sweep(prog) -> tuple[int, int] | None:
+    """(tld_vmap, pages) of the vmap sweep; pages is the bound of tld_vmap_pages[] in the debug info. None
+    when the kernel has no such sweep."""
+    try:
+        base = prog[VMAP_SWEEP]
+    except KeyError:
+        return None
+    pages = _var(prog, VMAP_PAGES)
+    length = pages.type_.length
+    if not length:
+        raise ConsistencyError(f"{VMAP_PAGES} has no array bound in the debug info: cannot tell the vmap sweep's "
+                               "size")
+    return int(base), int(length)
 
 
 def _check_list(prog, mem: _Memory) -> Finding:

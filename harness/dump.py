@@ -42,6 +42,8 @@ def dump_disks(run_dir: Path, memory_bytes: int, *, small: bool = False,
 
 TORTURE_RUN = "/sys/module/test_livedump/parameters/run"
 TORTURE_ITERATIONS = "/sys/module/test_livedump/parameters/iterations"
+# livedump's module parameter: protect the vmalloc and module areas too (0047).
+PROTECT_ALIASES = "/sys/module/livedump/parameters/protect_aliases"
 
 
 def has_torture(console: GuestConsole) -> bool:
@@ -51,6 +53,11 @@ def has_torture(console: GuestConsole) -> bool:
 def torture(console: GuestConsole, on: bool) -> None:
     """Start or stop lib/test_livedump.c's writers (CONFIG_TEST_LIVEDUMP)."""
     console.run(f"echo {int(on)} > {TORTURE_RUN}", check=True)
+
+
+def protect_aliases(console: GuestConsole, on: bool) -> None:
+    """Whether the next dumps (read at INIT) write-protect vmalloc and module mappings too (default on)."""
+    console.run(f"echo {int(on)} > {PROTECT_ALIASES}", check=True)
 
 
 def torture_iterations(console: GuestConsole) -> int:

@@ -29,6 +29,8 @@ _LIVEDUMP_COSTS = struct.Struct(f"<5Q{FAULT_HIST_BUCKETS}Q")
 PAGE_CLASSES = ("kernel", "cache", "cache-private", "user", "free", "own", "unknown")
 NOTE_CLASSES = 16
 _LIVEDUMP_CLASSES = struct.Struct(f"<IIQ{NOTE_CLASSES}Q")
+# Version 4: of the entries protected, those in the vmalloc and module areas (0: aliases not protected).
+_LIVEDUMP_ALIASES = struct.Struct("<Q")
 
 
 def class_names(mask: int) -> tuple[str, ...]:
@@ -91,6 +93,13 @@ class LivedumpNote:
     exclude: int | None = None
     class_pages: dict[str, int] | None = None
     excluded_pages: int | None = None
+    # Version 4: None before.
+    alias_entries: int | None = None
+
+    @property
+    def aliases_protected(self) -> bool | None:
+        """Were the vmalloc and module mappings write-protected? None: the note does not say (before v4)."""
+        return None if self.alias_entries is None else self.alias_entries > 0
 
     @property
     def excluded_classes(self) -> tuple[str, ...] | None:
@@ -123,6 +132,12 @@ class LivedumpNote:
                 names = [PAGE_CLASSES[i] if i < len(PAGE_CLASSES) else f"class {i}" for i in range(nr_classes)]
                 costs.update(exclude=exclude, class_pages=dict(zip(names, pages[:nr_classes], strict=True)),
                              excluded_pages=excluded)
+                if version >= 4:
+                    at += _LIVEDUMP_CLASSES.size
+                    if len(desc) < at + _LIVEDUMP_ALIASES.size + 8 * nr_listed:
+                        raise NotAnElfDump(f"LIVEDUMP note version {version} is {len(desc)} bytes, expected at "
+                                           f"least {at + _LIVEDUMP_ALIASES.size} and the listed pfns")
+                    (costs["alias_entries"],) = _LIVEDUMP_ALIASES.unpack_from(desc, at)
             # The pfns are the descriptor's tail, whatever a later version adds before them.
             pfn_offset = len(desc) - 8 * nr_listed
         if pfn_offset < _LIVEDUMP_NOTE.size or pfn_offset + 8 * nr_listed > len(desc):

@@ -1,13 +1,16 @@
-"""Is a livedump one instant? Measured under the test_livedump torture load, with a negative control.
+"""Is a livedump one instant? Measured under the test_livedump torture load, with negative controls.
 
 One guest (2 vCPUs, 512 MiB) runs lib/test_livedump.c's writers while it is
-dumped ten times onto the same disk: five real livedumps, then five with the
+dumped fifteen times onto the same disk: five real livedumps, five with the
 test-only --test-no-wrprotect flag (same pipeline and format, no write
-protection: the sweep alone copies memory over time). After each dump the
-host checks the torture invariants in the image with the drgn checker
-(python -m harness check-consistency). The real dumps must hold every
-invariant; the checker must catch the unprotected ones as torn, or it
-proves nothing.
+protection: the sweep alone copies memory over time), and five with
+livedump.protect_aliases=0 (the direct map and the kernel image protected,
+the vmalloc and module areas not). After each dump the host checks the
+torture invariants in the image with the drgn checker (python -m harness
+check-consistency). The real dumps must hold every invariant, the vmalloc
+class (the vmalloc and vmap sweeps, the vmap'ed kthread stacks) included;
+the checker must catch the unprotected ones as torn, and the vmalloc class
+as torn where only its protection is missing, or it proves nothing.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ pytestmark = pytest.mark.qemu
 DUMPS_PER_MODE = 5
 # Every finding the torture load yields on this config, with whether it is a known gap (not a failure). A
 # finding that silently disappears, or turns into a gap, fails: the checker must not shrink to what passes.
-# Besides these, one "kthread stack N" per writer kthread (one per online CPU, up to 8), a gap under VMAP_STACK.
-EXPECTED_FINDINGS = {"sweep (page allocator)": False, "sweep (vmalloc)": True, "pair under spinlock": False,
-                     "list under spinlock": False, "per-cpu pair": False, "hard-IRQ pair": False,
-                     "NMI pair": False}
+# Besides these, one "kthread stack N" per writer kthread (one per online CPU, up to 8), never a gap: the
+# stacks are vmap'ed (VMAP_STACK) and copied in the stop.
+EXPECTED_FINDINGS = {"sweep (page allocator)": False, "sweep (vmalloc)": False, "sweep (vmap)": False,
+                     "pair under spinlock": False, "list under spinlock": False, "per-cpu pair": False,
+                     "hard-IRQ pair": False, "NMI pair": False}
+# What only the protection of the vmalloc and module areas keeps whole.
+VMALLOC_CLASS = ("sweep (vmalloc)", "sweep (vmap)")
 # The negative control must be caught at least this often (the load is tuned so tearing is near certain).
 MIN_TORN_UNPROTECTED = 4
 
@@ -36,7 +42,7 @@ def torture(pipeline, show):
     directory.mkdir(parents=True, exist_ok=True)
     disks = dump_mod.dump_disks(directory, dump_mod.memory_bytes(pipeline.options.memory))
     image = dump_mod.dump_image(disks)
-    results: dict[str, list[dict]] = {"protected": [], "unprotected": []}
+    results: dict[str, list[dict]] = {"protected": [], "unprotected": [], "aliases off": []}
     with pipeline.boot(disks) as console:
         if not dump_mod.has_torture(console):
             pytest.fail("the guest kernel has no test_livedump (CONFIG_TEST_LIVEDUMP in harness/fragments?)")
@@ -44,16 +50,18 @@ def torture(pipeline, show):
         before = dump_mod.torture_iterations(console)
         console.run("sleep 1", check=True)
         progress = dump_mod.torture_iterations(console) - before
-        for mode, flags in (("protected", ""), ("unprotected", "--test-no-wrprotect")):
+        for mode, flags in (("protected", ""), ("unprotected", "--test-no-wrprotect"), ("aliases off", "")):
+            dump_mod.protect_aliases(console, mode != "aliases off")
             for i in range(DUMPS_PER_MODE):
                 taken = dump_mod.dump(console, dump_mod.DUMP_TARGET, reason=f"{mode} {i}", flags=flags)
                 run = taken.result
                 entry = {"exit": run.status, "output": run.output, "counters": taken.status, "report": None}
                 if run.status == 0:
                     report = consistency.read_and_check(image, kernel.vmlinux)
-                    (directory / f"{mode}-{i}.txt").write_text(report.text() + "\n")
+                    (directory / f"{mode.replace(' ', '-')}-{i}.txt").write_text(report.text() + "\n")
                     entry["report"] = report
                 results[mode].append(entry)
+        dump_mod.protect_aliases(console, True)
         dump_mod.torture(console, False)
     lines = [f"test_livedump: {progress} writer iterations/s before the dumps"]
     for mode, entries in results.items():
@@ -64,7 +72,7 @@ def torture(pipeline, show):
         failed = [e["counters"].get("failed_pages", "?") for e in entries]
         lines.append(f"{mode:>11} dumps: violations {counts} (in known gaps {gaps}), COW faults {cows}, "
                      f"failed pages {failed}")
-    for e in results["protected"][:1] + results["unprotected"][:1]:
+    for e in results["protected"][:1] + results["unprotected"][:1] + results["aliases off"][:1]:
         if e["report"]:
             lines.append(e["report"].text())
     show("\n".join(lines))
@@ -91,7 +99,8 @@ def test_protected_dumps_hold_every_invariant(torture, pipeline):
         stacks = {f.name: bool(f.known_gap) for f in report.findings if f.name.startswith("kthread stack ")}
         others = {f.name: bool(f.known_gap) for f in report.findings if not f.name.startswith("kthread stack ")}
         assert others == EXPECTED_FINDINGS, f"dump {i}: findings changed:\n{report.text()}"
-        assert stacks == {f"kthread stack {n}": True for n in range(min(pipeline.options.smp, 8))}, report.text()
+        assert stacks == {f"kthread stack {n}": False for n in range(min(pipeline.options.smp, 8))}, report.text()
+        assert report.aliases_protected is True, report.text()
 
 
 def test_the_checker_catches_the_unprotected_dumps(torture):
@@ -103,3 +112,24 @@ def test_the_checker_catches_the_unprotected_dumps(torture):
     assert len(torn) >= MIN_TORN_UNPROTECTED, (
         f"only {len(torn)} of {len(reports)} unprotected dumps were caught as torn: the negative control "
         "no longer detects tearing\n" + "\n".join(r.text() for r in reports))
+    # The vmalloc class is hard now: the control must tear it too, not only the direct map.
+    torn_vmalloc = [r for r in reports if any(f.violations for f in r.findings if f.name in VMALLOC_CLASS)]
+    assert len(torn_vmalloc) >= MIN_TORN_UNPROTECTED, (
+        f"only {len(torn_vmalloc)} of {len(reports)} unprotected dumps showed a torn vmalloc or vmap sweep\n"
+        + "\n".join(r.text() for r in reports))
+
+
+def test_the_checker_catches_the_vmalloc_class_where_only_its_protection_is_missing(torture):
+    """The vmalloc class's own control: with the vmalloc and module areas left writable, their sweeps tear while
+    what the direct map protects still holds, and the dump says so (a known gap, named)."""
+    entries = torture["results"]["aliases off"]
+    reports = [e["report"] for e in entries if e["report"] is not None]
+    assert len(reports) == DUMPS_PER_MODE, [e["output"] for e in entries if e["report"] is None]
+    assert all(r.protected and r.aliases_protected is False for r in reports), "\n".join(r.text() for r in reports)
+    torn = [r for r in reports if any(f.violations for f in r.findings if f.name in VMALLOC_CLASS)]
+    assert len(torn) >= MIN_TORN_UNPROTECTED, (
+        f"only {len(torn)} of {len(reports)} dumps without alias protection showed a torn vmalloc or vmap sweep: "
+        "the vmalloc class's control no longer detects tearing\n" + "\n".join(r.text() for r in reports))
+    for r in reports:
+        assert all(f.known_gap for f in r.findings if f.name in VMALLOC_CLASS), r.text()
+        assert r.ok, f"an invariant outside the vmalloc class broke without alias protection:\n{r.text()}"

@@ -143,6 +143,15 @@ def test_protected_dump_verdict_accepts_a_real_proof():
     holds = cc.Finding("pair under spinlock", checked=10)
     gap = cc.Finding("sweep (vmalloc)", checked=0, known_gap="not trapped")
     assert cc.protected_dump_problems(_report([holds, gap]), {"cow_faults": "12", "failed_pages": "0"}) == []
+    both = cc.Report("d.img", [holds], protected=True, failed_pfns=[], aliases_protected=True)
+    assert cc.protected_dump_problems(both, {"cow_faults": "12", "failed_pages": "0"}) == []
+
+
+def test_a_dump_without_alias_protection_says_so():
+    report = cc.Report("d.img", [cc.Finding("sweep (vmap)", checked=64, known_gap=cc.ALIASES_NOT_PROTECTED)],
+                       protected=True, failed_pfns=[], aliases_protected=False)
+    assert "vmalloc and module mappings NOT protected" in report.text().splitlines()[0]
+    assert "alias_entries" in report.text()
 
 
 def test_protected_dump_verdict_fails_closed():
@@ -158,6 +167,8 @@ def test_protected_dump_verdict_fails_closed():
         (_report([holds]), {"cow_faults": "0", "failed_pages": "0"}, "COW faults 0"),
         (_report([holds]), {"cow_faults": "12", "failed_pages": "3"}, "failed pages 3"),
         (_report([holds]), {}, "COW faults None"),
+        (cc.Report("d.img", [holds], protected=True, failed_pfns=[], aliases_protected=False), good,
+         "no vmalloc or module mapping was write-protected"),
     ]
     for report, counters, expected in cases:
         problems = cc.protected_dump_problems(report, counters)

@@ -42,7 +42,8 @@ def prstatus(pid: int, rip: int, rsp: int) -> bytes:
 
 
 def livedump_desc(reason: str = "because", pfns: tuple[int, ...] = (), *, version: int = 1, nr_cpus: int = 2,
-                  pages_total: int = 3, failed: int | None = None, nr_listed: int | None = None) -> bytes:
+                  pages_total: int = 3, failed: int | None = None, nr_listed: int | None = None,
+                  alias_entries: int = 98) -> bytes:
     failed = len(pfns) if failed is None else failed
     nr_listed = len(pfns) if nr_listed is None else nr_listed
     head = struct.pack("<IIqQQQQQQQQ128s", version, nr_cpus, START_NS, 1_234_567, pages_total, 17, 40, 9000, 70,
@@ -57,6 +58,9 @@ def livedump_desc(reason: str = "because", pfns: tuple[int, ...] = (), *, versio
         # what the segments hold (kernel, cache) plus those.
         head += struct.pack("<IIQ16Q", 0x38, 7, 11300, pages_total - 30, 20, 10, 6000, 5000, 300, 0, *([0] * 9))
         assert len(head) == 208 + 296 + 144
+    if version >= 4:
+        # Of the entries protected, those in the vmalloc and module areas.
+        head += struct.pack("<Q", alias_entries)
     return head + struct.pack(f"<{len(pfns)}Q", *pfns)
 
 
@@ -162,6 +166,23 @@ def test_version_3_shows_the_classes_and_finds_the_pfns_after_them(built, tmp_pa
     assert ("  RAM by class:      kernel 3 cache 20 cache-private 10 user 6000 free 5000 own 300 unknown 0"
             in out)
     assert re.search(r"^\s+0x200-0x202\b", out, re.M), out
+
+
+def test_version_4_says_whether_vmalloc_and_module_mappings_were_protected(built, tmp_path):
+    desc = livedump_desc("v4", pfns=(0x200, 0x201), version=4, pages_total=33)
+    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS_33)))
+    assert r.returncode == 0, r.stderr
+    assert "LIVEDUMP note version 4\n" in r.stdout and "unknown version" not in r.stdout
+    assert "  alias entries:     98 (of those, vmalloc and module mappings)\n" in r.stdout
+    # The pfns follow alias_entries.
+    assert re.search(r"^\s+0x200-0x201\b", r.stdout, re.M), r.stdout
+    off = livedump_desc("v4 off", version=4, pages_total=33, alias_entries=0)
+    r = run(built, write(tmp_path, make_core(livedump_notes(off), LOADS_33)))
+    assert r.returncode == 0, r.stderr
+    assert "  alias entries:     0 (vmalloc and module mappings NOT protected" in r.stdout
+    # A version 3 note says nothing about them.
+    v3 = livedump_desc("v3", version=3, pages_total=33)
+    assert "alias entries" not in run(built, write(tmp_path, make_core(livedump_notes(v3), LOADS_33))).stdout
 
 
 def test_version_2_shows_the_costs_and_finds_the_pfns_after_them(built, tmp_path):

@@ -154,6 +154,27 @@ def test_livedump_note_version_3_cut_short_is_an_error():
         elfcore.LivedumpNote.parse(v3_desc([])[:-16])
 
 
+def v4_desc(pfns: list[int], *, alias_entries: int) -> bytes:
+    """A version 4 note: version 3's struct, then alias_entries, then the pfns."""
+    desc = bytearray(v3_desc([]))
+    struct.pack_into("<I", desc, 0, 4)
+    struct.pack_into("<QQ", desc, 64, len(pfns), len(pfns))
+    return bytes(desc) + struct.pack("<Q", alias_entries) + struct.pack(f"<{len(pfns)}Q", *pfns)
+
+
+def test_livedump_note_version_4_says_whether_aliases_were_protected():
+    ld = elfcore.LivedumpNote.parse(v4_desc([0x77, 0x78], alias_entries=98))
+    assert ld.version == 4 and ld.alias_entries == 98 and ld.aliases_protected is True
+    assert ld.failed_pfns == (0x77, 0x78) and ld.class_pages["user"] == 6000
+    off = elfcore.LivedumpNote.parse(v4_desc([], alias_entries=0))
+    assert off.alias_entries == 0 and off.aliases_protected is False
+    # Before version 4 the note does not say.
+    v3 = elfcore.LivedumpNote.parse(v3_desc([0x99]))
+    assert v3.alias_entries is None and v3.aliases_protected is None
+    with pytest.raises(elfcore.NotAnElfDump, match="version 4"):
+        elfcore.LivedumpNote.parse(v4_desc([], alias_entries=1)[:-4])
+
+
 def test_livedump_note_version_2_cut_short_is_an_error():
     head = bytearray(livedump_desc("v2", []))
     struct.pack_into("<I", head, 0, 2)
