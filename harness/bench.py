@@ -304,6 +304,21 @@ def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, i
     row.fault_max_ns = stats.max_or_none(fault_max_ns(s) for s in statuses)
 
 
+def summarise_no_aliases(row: BenchRow, samples: list[DumpSample]) -> None:
+    """The control dumps without alias protection, beside the measured ones (pure: no guest). Call after
+    summarise(), whose idle windows are the reference."""
+    statuses = [s.status for s in samples]
+    row.pause_no_aliases_ns_all = [v for v in (stats.int_field(s, "pause_ns") for s in statuses) if v is not None]
+    row.pause_no_aliases_ns = stats.median_int(row.pause_no_aliases_ns_all)
+    row.workload_no_aliases_per_s_all = covered_rates(
+        row, [(s.workload_ops, s.workload_ns, s.sweep_ns) for s in samples], "dump without alias protection",
+        "the sweep")
+    row.workload_no_aliases_ratio = stats.ratio(
+        stats.median(r for r in row.workload_no_aliases_per_s_all if r is not None), row.workload_idle_per_s)
+    row.cow_faults_no_aliases = stats.median_int(
+        [v for v in (stats.int_field(s, "cow_faults") for s in statuses) if v is not None])
+
+
 def summarise_loaded_dd(row: BenchRow, runs: list[LoadedDd], mib: int) -> None:
     """The dd control's numbers; needs row.workload_idle_per_s (pure: no guest)."""
     row.dd_loaded_mib_s_all = [r for r in (stats.mib_per_s(mib << 20, run.dd_ns) for run in runs) if r is not None]
@@ -366,7 +381,10 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
                                      long_timeout, exclude=exclude).status)
                 say(f"  pause {warm[-1].get('pause_ns')} ns (warm-up)")
             summarise_warmup(row, warm)
-            samples, idles = [], []
+            samples, idles, no_aliases = [], [], []
+            aliases = console.run(f"test -w {dump_mod.PROTECT_ALIASES}").status == 0
+            if not aliases:
+                row.notes.append("no livedump.protect_aliases in this kernel: the *_no_aliases fields are null")
             for i in range(1, repeat + 1):
                 # An idle window right before each dump: the host's own load drifts (other QEMUs, TCG).
                 say(f"idle workload {i}/{repeat} at {size} ({window_ms} ms)...")
@@ -381,8 +399,19 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
                 s = samples[-1]
                 say(f"  pause {s.status.get('pause_ns')} ns, sweep {s.sweep_ns / 1e9:.2f} s, "
                     f"COW faults {s.status.get('cow_faults')}, workload {s.workload_ops} ops in the sweep")
+                if aliases:
+                    # Right after, in the same conditions: what protecting vmalloc and modules costs.
+                    say(f"control dump {i}/{repeat} at {size} without alias protection...")
+                    dump_mod.protect_aliases(console, False)
+                    try:
+                        no_aliases.append(one_dump(console, f"harness bench {size} {i}/{repeat} no aliases",
+                                                   window_ms, long_timeout, exclude=exclude))
+                    finally:
+                        dump_mod.protect_aliases(console, True)
+                    say(f"  pause {no_aliases[-1].status.get('pause_ns')} ns without alias protection")
             after = meminfo(console)
             summarise(row, samples, idles)
+            summarise_no_aliases(row, no_aliases)
             for k in ("4k", "2m", "1g"):
                 setattr(row, f"directmap{k}_kb_before", before[k])
                 setattr(row, f"directmap{k}_kb_after", after[k])

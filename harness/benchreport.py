@@ -63,6 +63,14 @@ class BenchRow:
     table_pages: int | None = None         # last dump's
     tables_used: int | None = None         # max over the dumps
     protected_entries: int | None = None   # median over the dumps
+    # The control for the vmalloc and module areas' protection: as many dumps again with
+    # livedump.protect_aliases=0, each right after a measured one in the same boot. None: a kernel without
+    # the parameter.
+    pause_no_aliases_ns: int | None = None  # median
+    pause_no_aliases_ns_all: list[int] = field(default_factory=list)
+    workload_no_aliases_per_s_all: list[float | None] = field(default_factory=list)
+    workload_no_aliases_ratio: float | None = None  # against workload_idle_per_s
+    cow_faults_no_aliases: int | None = None  # median
     # lib/test_livedump.c's latency probe (a write fault's work on pages no dump protects, interrupts off):
     # the floor the machine puts under the fault latency. Beside the dumps (after START to the end of the
     # sweep), in the idle windows and beside the dd control; percentiles as for the faults.
@@ -109,7 +117,8 @@ def _fmt(value: float | int | None, scale: float = 1.0, digits: int = 0) -> str:
     return f"{value / scale:.{digits}f}"
 
 
-COLUMNS = ("RAM", "pause ms", "QEMU pause ms", "dump MiB/s", "dd MiB/s", "workload dump/dd", "COW faults", "failed",
+COLUMNS = ("RAM", "pause ms", "pause ms no-alias", "QEMU pause ms", "dump MiB/s", "dd MiB/s",
+           "workload dump/no-alias/dd", "COW faults", "failed",
            "fault p99/p99.9/max us", "probe p99.9 us dump/dd/idle", "DirectMap4k kB before/during/after")
 
 
@@ -123,10 +132,12 @@ def table(rows: list[BenchRow]) -> str:
         lines.append((
             r.memory,
             _fmt(r.pause_ns, 1e6, 3),
+            _fmt(r.pause_no_aliases_ns, 1e6, 3),
             _fmt(r.qemu_dump_pause_ns, 1e6, 0),
             _fmt(r.dump_mib_s, 1, 1),
             _fmt(r.dd_mib_s, 1, 1),
-            "/".join("-" if v is None else f"{v:.2f}x" for v in (r.workload_ratio, r.workload_dd_ratio)),
+            "/".join("-" if v is None else f"{v:.2f}x"
+                     for v in (r.workload_ratio, r.workload_no_aliases_ratio, r.workload_dd_ratio)),
             _fmt(r.cow_faults),
             _fmt(r.failed_pages),
             "/".join(_fmt(v, 1e3, 1) for v in (r.fault_p99_ns, r.fault_p999_ns, r.fault_max_ns)),
