@@ -17,10 +17,12 @@ Explained, in this order:
 - ``per-cpu data the stop wrote``: in a CPU's static per-cpu area, which each CPU copies on arriving in
   the stop, so a difference is what the stop wrote after; the variables are named;
 - ``kernel data the stop wrote``: every differing word is in a variable of :data:`STOP_WRITES`;
-- the classes the Documentation names as not consistent: ``vmalloc alias`` (a page of a vmalloc area,
-  written through that alias, which is not trapped: vmalloc'ed data, module data, stacks below their
-  saved stack pointer), ``user page`` (mapped into user space), ``accessed/dirty bits`` (every differing
-  word a present entry whose A or D bit the CPU set after the instant).
+- the classes the Documentation names as not consistent: ``vmalloc alias`` (a page of a vmalloc area
+  written through that alias: any, in a dump that did not protect the vmalloc and module areas
+  (LIVEDUMP note alias_entries 0); otherwise only a task stack's, which stays writable and whose part
+  below the saved stack pointer is not copied), ``user page`` (mapped into user space),
+  ``accessed/dirty bits`` (every differing word a present entry whose A or D bit the CPU set after the
+  instant).
 
 The capture is QEMU's view of the held guest: between the instant and the capture only the stop runs
 (and devices, whose DMA writes no class explains), so the stop's classes name all it writes.
@@ -50,6 +52,9 @@ PAGE_TYPE_BASE, PG_BUDDY = 0xF0000000, 0x80
 # other CPUs in `hpet` (arch/x86/kernel/hpet.c), and the stop reads the clock (with HPET as clocksource, as
 # under TCG) to measure its pause.
 STOP_WRITES = frozenset({"hpet"})
+# vm_struct::flags of a task's stack (include/linux/vmalloc.h in the series, 0046): a #define, which the
+# debug info does not carry.
+VM_TASK_STACK = 0x1000
 OWN_PREFIXES = ("ld_", "livedump_", "wrprotect_", "wp_")
 # What reading a torn snapshot may raise; drgn's FaultError is added when drgn is imported (Snapshot).
 READ_ERRORS: tuple[type[Exception], ...] = (OverflowError, ValueError, LookupError)
@@ -164,6 +169,9 @@ class Snapshot:
         self.nr_pages = nr_pages  # in the dump: no list of pages or tasks is longer
         mm = prog["init_mm"].address_of_()
         self.vmalloc: dict[int, str] = {}
+        self.task_stacks: set[int] = set()  # pfns of vmalloc areas marked VM_TASK_STACK
+        # Set by check() from the LIVEDUMP note: were vmalloc and module mappings write-protected?
+        self.aliases_protected = False
         # vmalloc maps at most every page once: however torn the areas, the walk tries no more pages than that.
         tried = 0
         for va in self._bounded("vmap areas", for_each_vmap_area(prog), self.nr_pages):
@@ -176,6 +184,7 @@ class Snapshot:
                 except LookupError:
                     caller = f"{int(vm.caller):#x}"
                 start = int(vm.addr)
+                stack = bool(int(vm.flags) & VM_TASK_STACK)
                 nr = min(int(vm.nr_pages), (int(va.va_end) - int(va.va_start)) // PAGE_SIZE)
             except READ_ERRORS as e:
                 self.problems.append(f"a vmap area: {e}")
@@ -187,9 +196,12 @@ class Snapshot:
                 break
             for i in range(nr):
                 try:
-                    self.vmalloc[int(follow_phys(mm, start + i * PAGE_SIZE)) // PAGE_SIZE] = caller
+                    pfn = int(follow_phys(mm, start + i * PAGE_SIZE)) // PAGE_SIZE
                 except READ_ERRORS:
                     continue
+                self.vmalloc[pfn] = caller
+                if stack:
+                    self.task_stacks.add(pfn)
         wp = prog.object("wp", filename="wrprotect.c")
         self.pool = {int(wp.tables[i].pfn) for i in range(int(wp.nr_tables))} if wp else set()
         self.free = self._free_pfns()
@@ -362,8 +374,10 @@ def classify(snap: Snapshot, pfn: int, ours: bytes, truth: bytes, failed: set[in
         if first <= pfn < end:
             names = sorted({snap.symbol_at(snap.page_offset + pfn * PAGE_SIZE + o - cpu_off) for o in offsets})
             return Differing(pfn, STOP_PERCPU, ", ".join(names))
-    if caller:
+    if caller and not snap.aliases_protected:
         return Differing(pfn, VMALLOC, caller)
+    if pfn in snap.task_stacks:
+        return Differing(pfn, VMALLOC, "task stack")
     if int(snap.page(pfn)._mapcount.counter) >= 0:
         return Differing(pfn, USER)
     va = snap.image_address(pfn)
@@ -384,6 +398,7 @@ def check(livedump: Path, capture: Path, vmlinux: Path, differing: list[int], pa
     snap = Snapshot(prog, ld.vmcoreinfo(), pages)
     note = ld.livedump()
     failed = set(note.failed_pfns) if note else set()
+    snap.aliases_protected = bool(note and note.aliases_protected)
     report = Report(pages=pages, identical=identical, not_in_capture=not_in_capture)
     report.problems = snap.problems
     for pfn in differing:

@@ -73,6 +73,8 @@ class FakeSnapshot:
 
     def __init__(self, **kw):
         self.free, self.vmalloc, self.pool, self.stop_stacks = set(), {}, set(), set()
+        self.task_stacks: set[int] = set()
+        self.aliases_protected = False
         self.percpu: list[tuple[int, int, int]] = []
         self.image: dict[int, int] = {}   # pfn -> kernel image address
         self.symbols: dict[int, str] = {}
@@ -124,6 +126,20 @@ def test_what_no_class_explains_is_unexplained_with_its_owner():
     other = FakeSnapshot(image={5: 0xFFFFFFFF81000000}, symbols={0xFFFFFFFF81000010: "jiffies"})
     d = oraclecheck.classify(other, 5, DATA, LATER, failed=set())
     assert d.cls == oraclecheck.UNEXPLAINED and "jiffies" in d.detail
+
+
+def test_with_vmalloc_protected_only_a_task_stack_is_a_vmalloc_difference():
+    """A dump that protected the vmalloc and module areas explains no vmalloc page by its alias but the stacks,
+    which stay writable and are copied only from the saved stack pointer up."""
+    data = FakeSnapshot(vmalloc={5: "tld_start"}, aliases_protected=True)
+    d = oraclecheck.classify(data, 5, DATA, LATER, failed=set())
+    assert d.cls == oraclecheck.UNEXPLAINED and d.detail == "owner of 0x5"
+    stack = FakeSnapshot(vmalloc={5: "kernel_clone"}, task_stacks={5}, aliases_protected=True)
+    d = oraclecheck.classify(stack, 5, DATA, LATER, failed=set())
+    assert d.cls == oraclecheck.VMALLOC and d.detail == "task stack"
+    # livedump's own buffers are explained first, protected or not.
+    own = FakeSnapshot(vmalloc={5: "ld_ioctl_init"}, aliases_protected=True)
+    assert oraclecheck.classify(own, 5, DATA, LATER, failed=set()).cls == oraclecheck.OWN
 
 
 def test_per_cpu_differences_name_the_variables():
