@@ -126,6 +126,11 @@ def test_the_checker_catches_the_vmalloc_class_where_only_its_protection_is_miss
     reports = [e["report"] for e in entries if e["report"] is not None]
     assert len(reports) == DUMPS_PER_MODE, [e["output"] for e in entries if e["report"] is None]
     assert all(r.protected and r.aliases_protected is False for r in reports), "\n".join(r.text() for r in reports)
+    # The tool says what the dump will not hold, before it is taken.
+    for e in entries:
+        assert "vmalloc and module mappings are not write-protected" in e["output"], e["output"]
+    for e in torture["results"]["protected"]:
+        assert "not write-protected" not in e["output"], e["output"]
     torn = [r for r in reports if any(f.violations for f in r.findings if f.name in VMALLOC_CLASS)]
     assert len(torn) >= MIN_TORN_UNPROTECTED, (
         f"only {len(torn)} of {len(reports)} dumps without alias protection showed a torn vmalloc or vmap sweep: "

@@ -173,12 +173,28 @@ static int parse_exclude(const char *arg, uint32_t *mask)
 	return parse_names(arg, class_names, LIVEDUMP_NR_CLASSES, mask);
 }
 
+/* livedump.protect_aliases, read by INIT; a kernel without it protects none. */
+#define PROTECT_ALIASES	"/sys/module/livedump/parameters/protect_aliases"
+
+static void print_aliases(void)
+{
+	FILE *f = fopen(PROTECT_ALIASES, "r");
+	int c = f ? fgetc(f) : EOF;
+
+	if (f)
+		fclose(f);
+	if (c != 'Y')
+		fprintf(out, "livedump: note: vmalloc and module mappings are not write-protected (%s): what is written through them is dumped as found, it may be torn\n",
+			f ? PROTECT_ALIASES " is N" : "a kernel without " PROTECT_ALIASES);
+}
+
 static void print_exclude(uint32_t mask)
 {
 	fprintf(out, "livedump: exclude=");
 	print_names(out, class_names, LIVEDUMP_NR_CLASSES, mask);
 	if (!(mask & LIVEDUMP_EXCLUDE_USER))
 		fprintf(out, "livedump: note: user pages are dumped as found: writes through user mappings are not trapped, they may be torn\n");
+	print_aliases();
 	fflush(out);
 }
 #else
@@ -187,6 +203,21 @@ static void print_exclude(uint32_t mask)
 static int parse_exclude(const char *arg, uint32_t *mask)
 {
 	return -1;
+}
+
+/* livedump.protect_aliases, read by INIT; a kernel without it protects none. */
+#define PROTECT_ALIASES	"/sys/module/livedump/parameters/protect_aliases"
+
+static void print_aliases(void)
+{
+	FILE *f = fopen(PROTECT_ALIASES, "r");
+	int c = f ? fgetc(f) : EOF;
+
+	if (f)
+		fclose(f);
+	if (c != 'Y')
+		fprintf(out, "livedump: note: vmalloc and module mappings are not write-protected (%s): what is written through them is dumped as found, it may be torn\n",
+			f ? PROTECT_ALIASES " is N" : "a kernel without " PROTECT_ALIASES);
 }
 
 static void print_exclude(uint32_t mask)
