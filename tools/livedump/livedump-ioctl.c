@@ -205,21 +205,6 @@ static int parse_exclude(const char *arg, uint32_t *mask)
 	return -1;
 }
 
-/* livedump.protect_aliases, read by INIT; a kernel without it protects none. */
-#define PROTECT_ALIASES	"/sys/module/livedump/parameters/protect_aliases"
-
-static void print_aliases(void)
-{
-	FILE *f = fopen(PROTECT_ALIASES, "r");
-	int c = f ? fgetc(f) : EOF;
-
-	if (f)
-		fclose(f);
-	if (c != 'Y')
-		fprintf(out, "livedump: note: vmalloc and module mappings are not write-protected (%s): what is written through them is dumped as found, it may be torn\n",
-			f ? PROTECT_ALIASES " is N" : "a kernel without " PROTECT_ALIASES);
-}
-
 static void print_exclude(uint32_t mask)
 {
 }
