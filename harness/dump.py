@@ -135,7 +135,7 @@ class DumpRun:
     reason: str = ""
 
 
-def dump_with_markers(console: GuestConsole, target: str, *, reason: str = "harness test",
+def dump_with_markers(console: GuestConsole, target: str, *, reason: str = "harness test", flags: str = "",
                       timeout: float = 900.0) -> DumpRun:
     """Marker A, ``livedump dump TARGET``, marker B.
 
@@ -144,6 +144,6 @@ def dump_with_markers(console: GuestConsole, target: str, *, reason: str = "harn
     """
     markers = Markers.new()
     kmsg(console, markers.before)
-    taken = dump(console, target, reason=reason, timeout=timeout)
+    taken = dump(console, target, reason=reason, flags=flags, timeout=timeout)
     kmsg(console, markers.after)
     return replace(taken, markers=markers)

@@ -124,7 +124,8 @@ class SoakResult:
         return not self.problems and self.cycles_done == self.cycles
 
 
-def soak(p: Pipeline, cycles: int, read_every: int, tolerance: float, *, nmi_storm: bool = False) -> SoakResult:
+def soak(p: Pipeline, cycles: int, read_every: int, tolerance: float, *, nmi_storm: bool = False,
+         reserve_pages: int | None = None) -> SoakResult:
     if cycles < 1:
         raise SoakError("--cycles must be at least 1")
     kernel = p.build()
@@ -147,7 +148,8 @@ def soak(p: Pipeline, cycles: int, read_every: int, tolerance: float, *, nmi_sto
             console.run(f"echo {NMI_STORM_PERIOD_US} > {TORTURE_PERIOD}", check=True)
         for cycle in range(1, cycles + 1):
             say(f"soak: cycle {cycle}/{cycles}")
-            taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, reason=f"soak {cycle}")
+            taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, reason=f"soak {cycle}",
+                                               flags=f"--reserve {reserve_pages}" if reserve_pages else "")
             if taken.result.status != 0:
                 result.problems.append(f"cycle {cycle}: livedump dump exited {taken.result.status}: "
                                        f"{taken.result.output.strip()[-500:]}")
