@@ -257,11 +257,16 @@ def covered_rates(row: BenchRow, runs: list[tuple[int, int, int]], label: str, w
     return rates
 
 
+def status_ints(statuses: list[dict[str, str]], key: str) -> list[int]:
+    """The numbers the dumps' statuses have for key, those without it left out."""
+    return [v for v in (stats.int_field(s, key) for s in statuses) if v is not None]
+
+
 def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, int]]) -> None:
     """Fill row's numbers from the dumps of one size and the idle windows before them (pure: no guest)."""
     statuses = [s.status for s in samples]
     row.dumps = statuses
-    row.pause_ns_all = [v for v in (stats.int_field(s, "pause_ns") for s in statuses) if v is not None]
+    row.pause_ns_all = status_ints(statuses, "pause_ns")
     row.pause_ns = stats.median_int(row.pause_ns_all)
     row.sweep_ns_all = [s.sweep_ns for s in samples]
     written = [stats.int_field(s.status, "bytes_written") or 0 for s in samples]
@@ -308,15 +313,14 @@ def summarise_no_aliases(row: BenchRow, samples: list[DumpSample]) -> None:
     """The control dumps without alias protection, beside the measured ones (pure: no guest). Call after
     summarise(), whose idle windows are the reference."""
     statuses = [s.status for s in samples]
-    row.pause_no_aliases_ns_all = [v for v in (stats.int_field(s, "pause_ns") for s in statuses) if v is not None]
+    row.pause_no_aliases_ns_all = status_ints(statuses, "pause_ns")
     row.pause_no_aliases_ns = stats.median_int(row.pause_no_aliases_ns_all)
     row.workload_no_aliases_per_s_all = covered_rates(
         row, [(s.workload_ops, s.workload_ns, s.sweep_ns) for s in samples], "dump without alias protection",
         "the sweep")
     row.workload_no_aliases_ratio = stats.ratio(
         stats.median(r for r in row.workload_no_aliases_per_s_all if r is not None), row.workload_idle_per_s)
-    row.cow_faults_no_aliases = stats.median_int(
-        [v for v in (stats.int_field(s, "cow_faults") for s in statuses) if v is not None])
+    row.cow_faults_no_aliases = stats.median_int(status_ints(statuses, "cow_faults"))
 
 
 def summarise_loaded_dd(row: BenchRow, runs: list[LoadedDd], mib: int) -> None:
@@ -345,7 +349,7 @@ def summarise_probe(row: BenchRow, dump: list[ProbeReading | None], idle: list[P
 def summarise_warmup(row: BenchRow, statuses: list[dict[str, str]]) -> None:
     """The warm-up dumps' pause and slowest fault, kept out of every median (pure: no guest)."""
     row.warmup = len(statuses)
-    row.warmup_pause_ns_all = [v for v in (stats.int_field(s, "pause_ns") for s in statuses) if v is not None]
+    row.warmup_pause_ns_all = status_ints(statuses, "pause_ns")
     row.warmup_fault_max_ns_all = [fault_max_ns(s) for s in statuses]
 
 
