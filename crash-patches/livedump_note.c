@@ -39,6 +39,7 @@
 #define LD_COSTS_SIZE	296		/* what version 2 adds */
 #define LD_CLASSES_SIZE	144		/* what version 3 adds */
 #define LD_ALIASES_SIZE	8		/* what version 4 adds */
+#define LD_USER_SIZE	16		/* what version 5 adds */
 #define MAX_HEADERS	(64ULL << 20)	/* sanity limit for phdrs and notes */
 
 _Static_assert(sizeof(struct ld_note) == LD_NOTE_SIZE, "struct ld_note must match struct livedump_note");
@@ -143,6 +144,18 @@ static void parse_livedump_note(struct ld_dump *d, const unsigned char *desc, ui
 	d->has_aliases = d->has_classes && n->version >= 4 &&
 			 descsz >= LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE + LD_ALIASES_SIZE;
 	d->alias_entries = d->has_aliases ? get64(desc + LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE) : 0;
+	/* Version 5 adds the flags and the user entries right after them. */
+	d->has_user = d->has_aliases && n->version >= 5 &&
+		      descsz >= LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE + LD_ALIASES_SIZE + LD_USER_SIZE;
+	if (d->has_user) {
+		const unsigned char *u = desc + LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE + LD_ALIASES_SIZE;
+
+		d->flags = get32(u);
+		d->user_entries = get64(u + 8);
+	} else {
+		d->flags = 0;
+		d->user_entries = 0;
+	}
 
 	/*
 	 * The pfns are the tail of the descriptor (right after the struct of
@@ -159,8 +172,10 @@ static void parse_livedump_note(struct ld_dump *d, const unsigned char *desc, ui
 		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE;
 	else if (n->version == 3 && d->has_classes)
 		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE;
-	else if (n->version == LD_NOTE_VERSION && d->has_aliases)
+	else if (n->version == 4 && d->has_aliases)
 		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE + LD_ALIASES_SIZE;
+	else if (n->version == LD_NOTE_VERSION && d->has_user)
+		pfn_off = LD_NOTE_SIZE + LD_COSTS_SIZE + LD_CLASSES_SIZE + LD_ALIASES_SIZE + LD_USER_SIZE;
 	free(d->pfns);
 	d->pfns = NULL;
 	if (!n->nr_listed)
@@ -543,7 +558,7 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 	format_time(n->start_time_ns, when, sizeof(when));
 	fprintf(fp, "LIVEDUMP note version %" PRIu32 "%s\n", n->version,
 		n->version >= 1 && n->version <= LD_NOTE_VERSION ? "" :
-		" (unknown version: fields read as version 4)");
+		" (unknown version: fields read as version 5)");
 	if (d->from_trailer)
 		fprintf(fp, "  (final, from the stream's trailer; its headers hold it as of the start of the sweep)\n");
 	fprintf(fp, "  reason:            %s\n", n->reason);
@@ -563,6 +578,11 @@ void ld_print(FILE *fp, const struct ld_dump *d, ld_annotate_fn annotate, void *
 	else if (d->has_aliases)
 		fprintf(fp, "  alias entries:     0 (vmalloc and module mappings NOT protected: written through them, "
 			"pages may be torn)\n");
+	if (d->has_user && (d->flags & LD_NOTE_USER_PROTECTED))
+		fprintf(fp, "  user entries:      %" PRIu64 " (user page table entries write-protected)\n",
+			d->user_entries);
+	else if (d->has_user)
+		fprintf(fp, "  user entries:      user mappings NOT protected: written through them, pages may be torn\n");
 	fprintf(fp, "  failed pages:      %" PRIu64 "%s\n", n->failed_pages,
 		n->failed_pages ? " (INCONSISTENT: not the content at the instant of the dump)" : "");
 	if (d->has_costs) {

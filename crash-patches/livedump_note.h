@@ -15,7 +15,8 @@
 
 #define LD_NOTE_NAME		"LIVEDUMP"
 #define LD_NT_LIVEDUMP		0x4c440001
-#define LD_NOTE_VERSION		4	/* newest known; 1 lacks the costs, 2 the classes, 3 the aliases */
+#define LD_NOTE_VERSION		5	/* newest known; 1 lacks the costs, 2 the classes, 3 the aliases, 4 the user part */
+#define LD_NOTE_USER_PROTECTED	(1U << 0)	/* livedump_note::flags: user mappings protected */
 #define LD_FAULT_HIST		32
 #define LD_REASON_LEN		128
 /* A stream ends with its final LIVEDUMP note: the note, its size, this. */
@@ -111,6 +112,9 @@ struct ld_dump {
 	struct ld_classes classes;
 	int has_aliases;		/* note version 4 or later */
 	uint64_t alias_entries;		/* of protected_entries, vmalloc and modules */
+	int has_user;			/* note version 5 or later */
+	uint32_t flags;			/* LD_NOTE_USER_PROTECTED */
+	uint64_t user_entries;		/* user page table entries write-protected */
 	uint64_t note_descsz;
 	uint64_t *pfns;			/* the nr_listed failed pfns */
 	int has_trigger;		/* an NT_LIVEDUMP_TRIGGER note */

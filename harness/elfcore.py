@@ -31,6 +31,9 @@ NOTE_CLASSES = 16
 _LIVEDUMP_CLASSES = struct.Struct(f"<IIQ{NOTE_CLASSES}Q")
 # Version 4: of the entries protected, those in the vmalloc and module areas (0: aliases not protected).
 _LIVEDUMP_ALIASES = struct.Struct("<Q")
+# Version 5: flags (NOTE_USER_PROTECTED), a reserved u32, user page table entries write-protected.
+_LIVEDUMP_USER = struct.Struct("<IIQ")
+NOTE_USER_PROTECTED = 1 << 0
 
 
 def class_names(mask: int) -> tuple[str, ...]:
@@ -95,6 +98,14 @@ class LivedumpNote:
     excluded_pages: int | None = None
     # Version 4: None before.
     alias_entries: int | None = None
+    # Version 5: None before.
+    flags: int | None = None
+    user_entries: int | None = None
+
+    @property
+    def user_protected(self) -> bool | None:
+        """Were user mappings write-protected (livedump.protect_user)? None: the note does not say (before v5)."""
+        return None if self.flags is None else bool(self.flags & NOTE_USER_PROTECTED)
 
     @property
     def aliases_protected(self) -> bool | None:
@@ -138,6 +149,12 @@ class LivedumpNote:
                         raise NotAnElfDump(f"LIVEDUMP note version {version} is {len(desc)} bytes, expected at "
                                            f"least {at + _LIVEDUMP_ALIASES.size} and the listed pfns")
                     (costs["alias_entries"],) = _LIVEDUMP_ALIASES.unpack_from(desc, at)
+                    if version >= 5:
+                        at += _LIVEDUMP_ALIASES.size
+                        if len(desc) < at + _LIVEDUMP_USER.size + 8 * nr_listed:
+                            raise NotAnElfDump(f"LIVEDUMP note version {version} is {len(desc)} bytes, expected "
+                                               f"at least {at + _LIVEDUMP_USER.size} and the listed pfns")
+                        costs["flags"], _, costs["user_entries"] = _LIVEDUMP_USER.unpack_from(desc, at)
             # The pfns are the descriptor's tail, whatever a later version adds before them.
             pfn_offset = len(desc) - 8 * nr_listed
         if pfn_offset < _LIVEDUMP_NOTE.size or pfn_offset + 8 * nr_listed > len(desc):

@@ -122,7 +122,7 @@ def session(pipeline, dumped, extension):
 def test_livedump_shows_what_the_tool_printed(dumped, session):
     status = dumped["taken"].status
     out = session["outputs"]["livedump"]
-    assert "LIVEDUMP note version 4" in out, out
+    assert "LIVEDUMP note version 5" in out, out
     note = session["core"].livedump()
     left_out = re.search(r"^  left out:\s+(\S+) \((\d+) pages in no PT_LOAD segment\)$", out, re.M)
     assert left_out and left_out.group(1) == ",".join(note.excluded_classes) == status["exclude"], out
@@ -140,6 +140,8 @@ def test_livedump_shows_what_the_tool_printed(dumped, session):
     assert field(out, "protected entries") == str(note.protected_entries)
     # Version 4: of those, the vmalloc and module ones (protect_aliases is on by default).
     assert note.alias_entries and field(out, "alias entries") == str(note.alias_entries)
+    # Version 5: user mappings protected too (protect_user is on by default), how many table entries.
+    assert note.user_protected and field(out, "user entries") == str(note.user_entries)
     assert re.search(r"^  start time:\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9} UTC \(\d+ ns\)$", out, re.M)
 
 

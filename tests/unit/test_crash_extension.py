@@ -43,7 +43,7 @@ def prstatus(pid: int, rip: int, rsp: int) -> bytes:
 
 def livedump_desc(reason: str = "because", pfns: tuple[int, ...] = (), *, version: int = 1, nr_cpus: int = 2,
                   pages_total: int = 3, failed: int | None = None, nr_listed: int | None = None,
-                  alias_entries: int = 98) -> bytes:
+                  alias_entries: int = 98, user_flags: int = 1, user_entries: int = 12) -> bytes:
     failed = len(pfns) if failed is None else failed
     nr_listed = len(pfns) if nr_listed is None else nr_listed
     head = struct.pack("<IIqQQQQQQQQ128s", version, nr_cpus, START_NS, 1_234_567, pages_total, 17, 40, 9000, 70,
@@ -61,6 +61,9 @@ def livedump_desc(reason: str = "because", pfns: tuple[int, ...] = (), *, versio
     if version >= 4:
         # Of the entries protected, those in the vmalloc and module areas.
         head += struct.pack("<Q", alias_entries)
+    if version >= 5:
+        # Flags (bit 0: user mappings protected), a reserved u32, user page table entries protected.
+        head += struct.pack("<IIQ", user_flags, 0, user_entries)
     return head + struct.pack(f"<{len(pfns)}Q", *pfns)
 
 
@@ -183,6 +186,24 @@ def test_version_4_says_whether_vmalloc_and_module_mappings_were_protected(built
     # A version 3 note says nothing about them.
     v3 = livedump_desc("v3", version=3, pages_total=33)
     assert "alias entries" not in run(built, write(tmp_path, make_core(livedump_notes(v3), LOADS_33))).stdout
+
+
+def test_version_5_says_whether_user_mappings_were_protected(built, tmp_path):
+    desc = livedump_desc("v5", pfns=(0x300, 0x301), version=5, pages_total=33)
+    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS_33)))
+    assert r.returncode == 0, r.stderr
+    assert "LIVEDUMP note version 5\n" in r.stdout and "unknown version" not in r.stdout
+    assert "  user entries:      12 (user page table entries write-protected)\n" in r.stdout
+    assert "  alias entries:     98 " in r.stdout
+    # The pfns follow the version 5 fields.
+    assert re.search(r"^\s+0x300-0x301\b", r.stdout, re.M), r.stdout
+    off = livedump_desc("v5 off", version=5, pages_total=33, user_flags=0, user_entries=0)
+    r = run(built, write(tmp_path, make_core(livedump_notes(off), LOADS_33)))
+    assert r.returncode == 0, r.stderr
+    assert "  user entries:      user mappings NOT protected" in r.stdout
+    # A version 4 note says nothing about them.
+    v4 = livedump_desc("v4", version=4, pages_total=33)
+    assert "user entries" not in run(built, write(tmp_path, make_core(livedump_notes(v4), LOADS_33))).stdout
 
 
 def test_version_2_shows_the_costs_and_finds_the_pfns_after_them(built, tmp_path):

@@ -175,6 +175,27 @@ def test_livedump_note_version_4_says_whether_aliases_were_protected():
         elfcore.LivedumpNote.parse(v4_desc([], alias_entries=1)[:-4])
 
 
+def v5_desc(pfns: list[int], *, flags: int, user_entries: int) -> bytes:
+    """A version 5 note: version 4's struct, then flags, a reserved u32 and user_entries, then the pfns."""
+    desc = bytearray(v4_desc([], alias_entries=98))
+    struct.pack_into("<I", desc, 0, 5)
+    struct.pack_into("<QQ", desc, 64, len(pfns), len(pfns))
+    return bytes(desc) + struct.pack("<IIQ", flags, 0, user_entries) + struct.pack(f"<{len(pfns)}Q", *pfns)
+
+
+def test_livedump_note_version_5_says_whether_user_mappings_were_protected():
+    ld = elfcore.LivedumpNote.parse(v5_desc([0x55], flags=elfcore.NOTE_USER_PROTECTED, user_entries=12))
+    assert ld.version == 5 and ld.user_protected is True and ld.user_entries == 12
+    assert ld.failed_pfns == (0x55,) and ld.alias_entries == 98
+    off = elfcore.LivedumpNote.parse(v5_desc([], flags=0, user_entries=0))
+    assert off.user_protected is False and off.user_entries == 0
+    # Before version 5 the note does not say.
+    v4 = elfcore.LivedumpNote.parse(v4_desc([], alias_entries=1))
+    assert v4.flags is None and v4.user_protected is None
+    with pytest.raises(elfcore.NotAnElfDump, match="version 5"):
+        elfcore.LivedumpNote.parse(v5_desc([], flags=1, user_entries=1)[:-4])
+
+
 def test_livedump_note_version_2_cut_short_is_an_error():
     head = bytearray(livedump_desc("v2", []))
     struct.pack_into("<I", head, 0, 2)
