@@ -42,6 +42,16 @@ DIRECT_MAP_SIZE = 64 << 40
 STACK_WORDS_FUNCTION, STACK_WORDS_LOCAL = "tld_writer_fn", "words"
 # Invariant 9 (a sweep through a vmap() of page-allocator pages): its pages are the bound of this array.
 VMAP_SWEEP, VMAP_PAGES = "tld_vmap", "tld_vmap_pages"
+# The user-space torture writer (buildroot-config/helpers/ldtorture.c, started by harness/dump.py's torture()):
+# its task name, where it maps its anonymous and its MAP_SHARED (shmem) region (fixed, so that a dump is read
+# without asking the process; each under a top-level page table entry of its own), and the pages of each.
+USER_TASK = "ldtorture"
+# 256 pages: more than one of the writer's 64-page chunks even where they are contiguous, so that a dump
+# copying them over time (the controls) reads them at different moments.
+USER_ANON_ADDR, USER_SHARED_ADDR, USER_PAGES = 0x100000000000, 0x200000000000, 256
+USER_NOT_PROTECTED = ("the dump did not write-protect user mappings (LIVEDUMP note: no USER_PROTECTED flag; "
+                      "livedump.protect_user=0 or an older kernel)")
+USER_LEFT_OUT = "the dump leaves user pages out (its exclude): the anonymous region is not in it"
 ALIASES_NOT_PROTECTED = ("the dump did not write-protect vmalloc and module mappings (LIVEDUMP note: alias_entries "
                          "0 or absent; livedump.protect_aliases=0 or an older kernel)")
 
@@ -100,6 +110,8 @@ class Report:
     # vmalloc and module mappings were write-protected too (note v4 alias_entries > 0); None: the note is
     # older and does not say.
     aliases_protected: bool | None = None
+    # user mappings were write-protected too (note v5 flags); None: the note is older and does not say.
+    user_protected: bool | None = None
 
     @property
     def violations(self) -> int:
@@ -119,6 +131,8 @@ class Report:
         kind = "write-protected" if self.protected else "NOT write-protected (test-only no-wrprotect)"
         if self.protected and self.aliases_protected is False:
             kind += " (vmalloc and module mappings NOT protected)"
+        if self.protected and self.user_protected is False:
+            kind += " (user mappings NOT protected)"
         head = f"{self.dump}: {kind} livedump, {len(self.failed_pfns)} page(s) marked inconsistent"
         tail = "consistent: every invariant holds" if self.ok else f"TORN: {self.violations} violation(s)"
         return "\n".join([head, *(f"  {f.line()}" for f in self.findings), tail])
@@ -141,6 +155,8 @@ def protected_dump_problems(report: Report, counters: dict[str, str]) -> list[st
         problems.append("the LIVEDUMP note says nothing was write-protected")
     elif report.aliases_protected is False:
         problems.append("the LIVEDUMP note says no vmalloc or module mapping was write-protected")
+    elif report.user_protected is False:
+        problems.append("the LIVEDUMP note says user mappings were not write-protected")
     if not report.ok:
         problems.append(f"torn: {report.violations} violation(s)")
     problems += [f"{f.name}: not exercised" for f in report.findings if not f.known_gap and f.checked == 0]
@@ -451,8 +467,47 @@ def read_and_check(dump: Path, vmlinux: Path, *, sizes: TortureSizes | None = No
     failed = set(note.failed_pfns)
     for f in findings:
         excuse(f, failed, mem.pfn)
+    findings += _user_findings(prog, note, failed)
     return Report(str(dump), findings, protected=note.protected_entries > 0, failed_pfns=sorted(failed),
-                  aliases_protected=note.aliases_protected)
+                  aliases_protected=note.aliases_protected, user_protected=note.user_protected)
+
+
+def _user_findings(prog, note: elfcore.LivedumpNote, failed: set[int]) -> list[Finding]:
+    """The user-space writer's two regions, read through its page tables in the dump; none when no
+    ldtorture process was running at the dump. Each is a generation swept word by word."""
+    import drgn
+    from drgn.helpers.linux.mm import access_remote_vm, follow_phys
+    from drgn.helpers.linux.pid import for_each_task
+
+    mms = [t.mm for t in for_each_task(prog) if t.mm and t.comm.string_().decode(errors="replace") == USER_TASK]
+    if not mms:
+        return []
+    mm = mms[0]
+    gap = "" if note.user_protected else USER_NOT_PROTECTED
+    user_left_out = "user" in (note.excluded_classes or ())
+
+    def pfn_of(addr: int) -> int | None:
+        try:
+            return int(follow_phys(mm, addr)) >> 12
+        except drgn.FaultError:
+            return None
+
+    findings = []
+    for name, base, left_out in (("user sweep (anonymous)", USER_ANON_ADDR, user_left_out),
+                                 ("user sweep (shared)", USER_SHARED_ADDR, False)):
+        if left_out:
+            findings.append(Finding(name, checked=0, known_gap=USER_LEFT_OUT))
+            continue
+        try:
+            raw = access_remote_vm(mm, base, USER_PAGES * PAGE_SIZE)
+        except drgn.FaultError as e:
+            raise ConsistencyError(f"reading {USER_TASK}'s {name.split('(')[1][:-1]} region at {base:#x} from the "
+                                   f"dump failed: {e}") from None
+        words = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+        f = words_sweep_violations(name, base, words, known_gap=gap)
+        excuse(f, failed, pfn_of)
+        findings.append(f)
+    return findings
 
 
 def _vmap_sweep(prog) -> tuple[int, int] | None:

@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import consistency
 from .console import CommandResult, GuestConsole
 from .errors import HarnessError
 from .qemu import Disk
@@ -44,6 +45,9 @@ TORTURE_RUN = "/sys/module/test_livedump/parameters/run"
 TORTURE_ITERATIONS = "/sys/module/test_livedump/parameters/iterations"
 # livedump's module parameter: protect the vmalloc and module areas too (0047).
 PROTECT_ALIASES = "/sys/module/livedump/parameters/protect_aliases"
+# ... and user mappings (protect_user).
+PROTECT_USER = "/sys/module/livedump/parameters/protect_user"
+USER_TORTURE_OUT, USER_TORTURE_PID = "/tmp/ldtorture.out", "/tmp/ldtorture.pid"
 
 
 def has_torture(console: GuestConsole) -> bool:
@@ -51,13 +55,34 @@ def has_torture(console: GuestConsole) -> bool:
 
 
 def torture(console: GuestConsole, on: bool) -> None:
-    """Start or stop lib/test_livedump.c's writers (CONFIG_TEST_LIVEDUMP)."""
+    """Start or stop the torture load: lib/test_livedump.c's writers (CONFIG_TEST_LIVEDUMP) and the user-space
+    writer ldtorture (buildroot-config/helpers/ldtorture.c), whose regions the checker reads where it expects
+    them (harness/consistency.py)."""
     console.run(f"echo {int(on)} > {TORTURE_RUN}", check=True)
+    if not on:
+        console.run(f"kill $(cat {USER_TORTURE_PID}) 2>/dev/null; rm -f {USER_TORTURE_PID}; true", check=True)
+        return
+    console.run(f"{consistency.USER_TASK} {consistency.USER_ANON_ADDR:#x} {consistency.USER_SHARED_ADDR:#x} "
+                f"{consistency.USER_PAGES} > {USER_TORTURE_OUT} 2>&1 & echo $! > {USER_TORTURE_PID}", check=True)
+    ready = console.run(f"for i in $(seq 100); do grep -q ready {USER_TORTURE_OUT} && break; sleep 0.1; done; "
+                        f"cat {USER_TORTURE_OUT}")
+    if "ldtorture ready" not in ready.output:
+        raise HarnessError("torture", f"the user-space writer did not start: {ready.output.strip()!r}")
+
+
+def set_parameter(console: GuestConsole, path: str, on: bool) -> None:
+    """Set a boolean module parameter of livedump's (read at INIT: it applies to the next dumps)."""
+    console.run(f"echo {int(on)} > {path}", check=True)
 
 
 def protect_aliases(console: GuestConsole, on: bool) -> None:
-    """Whether the next dumps (read at INIT) write-protect vmalloc and module mappings too (default on)."""
-    console.run(f"echo {int(on)} > {PROTECT_ALIASES}", check=True)
+    """Whether the next dumps write-protect vmalloc and module mappings too (default on)."""
+    set_parameter(console, PROTECT_ALIASES, on)
+
+
+def protect_user(console: GuestConsole, on: bool) -> None:
+    """Whether the next dumps write-protect user mappings too (default on)."""
+    set_parameter(console, PROTECT_USER, on)
 
 
 def torture_iterations(console: GuestConsole) -> int:

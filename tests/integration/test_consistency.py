@@ -1,16 +1,20 @@
 """Is a livedump one instant? Measured under the test_livedump torture load, with negative controls.
 
-One guest (2 vCPUs, 512 MiB) runs lib/test_livedump.c's writers while it is
-dumped fifteen times onto the same disk: five real livedumps, five with the
-test-only --test-no-wrprotect flag (same pipeline and format, no write
-protection: the sweep alone copies memory over time), and five with
-livedump.protect_aliases=0 (the direct map and the kernel image protected,
-the vmalloc and module areas not). After each dump the host checks the
-torture invariants in the image with the drgn checker (python -m harness
-check-consistency). The real dumps must hold every invariant, the vmalloc
-class (the vmalloc and vmap sweeps, the vmap'ed kthread stacks) included;
-the checker must catch the unprotected ones as torn, and the vmalloc class
-as torn where only its protection is missing, or it proves nothing.
+One guest (2 vCPUs, 512 MiB) runs lib/test_livedump.c's writers and the
+user-space writer ldtorture (an anonymous and a MAP_SHARED shmem region)
+while it is dumped twenty times onto the same disk, user pages included
+(--include-user): five real livedumps, five with the test-only
+--test-no-wrprotect flag (same pipeline and format, no write protection:
+the sweep alone copies memory over time), five with
+livedump.protect_aliases=0 (the vmalloc and module areas not protected) and
+five with livedump.protect_user=0 (user mappings not protected). After each
+dump the host checks the torture invariants in the image with the drgn
+checker (python -m harness check-consistency). The real dumps must hold
+every invariant, the vmalloc class (the vmalloc and vmap sweeps, the
+vmap'ed kthread stacks) and the user class included; the checker must
+catch the unprotected ones as torn, and each of the vmalloc and user
+classes as torn where only its own protection is missing, or it proves
+nothing.
 """
 
 from __future__ import annotations
@@ -29,9 +33,14 @@ DUMPS_PER_MODE = 5
 # stacks are vmap'ed (VMAP_STACK) and copied in the stop.
 EXPECTED_FINDINGS = {"sweep (page allocator)": False, "sweep (vmalloc)": False, "sweep (vmap)": False,
                      "pair under spinlock": False, "list under spinlock": False, "per-cpu pair": False,
-                     "hard-IRQ pair": False, "NMI pair": False}
+                     "hard-IRQ pair": False, "NMI pair": False,
+                     "user sweep (anonymous)": False, "user sweep (shared)": False}
 # What only the protection of the vmalloc and module areas keeps whole.
 VMALLOC_CLASS = ("sweep (vmalloc)", "sweep (vmap)")
+# What only the protection of user mappings keeps whole.
+USER_CLASS = ("user sweep (anonymous)", "user sweep (shared)")
+# Every dump keeps user pages, so that the anonymous region is in it.
+INCLUDE_USER = "--include-user"
 # The negative control must be caught at least this often (the load is tuned so tearing is near certain).
 MIN_TORN_UNPROTECTED = 4
 
@@ -42,7 +51,7 @@ def torture(pipeline, show):
     directory.mkdir(parents=True, exist_ok=True)
     disks = dump_mod.dump_disks(directory, dump_mod.memory_bytes(pipeline.options.memory))
     image = dump_mod.dump_image(disks)
-    results: dict[str, list[dict]] = {"protected": [], "unprotected": [], "aliases off": []}
+    results: dict[str, list[dict]] = {"protected": [], "unprotected": [], "aliases off": [], "user off": []}
     with pipeline.boot(disks) as console:
         if not dump_mod.has_torture(console):
             pytest.fail("the guest kernel has no test_livedump (CONFIG_TEST_LIVEDUMP in harness/fragments?)")
@@ -50,8 +59,10 @@ def torture(pipeline, show):
         before = dump_mod.torture_iterations(console)
         console.run("sleep 1", check=True)
         progress = dump_mod.torture_iterations(console) - before
-        for mode, flags in (("protected", ""), ("unprotected", "--test-no-wrprotect"), ("aliases off", "")):
+        for mode, flags in (("protected", INCLUDE_USER), ("unprotected", f"--test-no-wrprotect {INCLUDE_USER}"),
+                            ("aliases off", INCLUDE_USER), ("user off", INCLUDE_USER)):
             dump_mod.protect_aliases(console, mode != "aliases off")
+            dump_mod.protect_user(console, mode != "user off")
             for i in range(DUMPS_PER_MODE):
                 taken = dump_mod.dump(console, dump_mod.DUMP_TARGET, reason=f"{mode} {i}", flags=flags)
                 run = taken.result
@@ -62,6 +73,7 @@ def torture(pipeline, show):
                     entry["report"] = report
                 results[mode].append(entry)
         dump_mod.protect_aliases(console, True)
+        dump_mod.protect_user(console, True)
         dump_mod.torture(console, False)
     lines = [f"test_livedump: {progress} writer iterations/s before the dumps"]
     for mode, entries in results.items():
@@ -72,7 +84,7 @@ def torture(pipeline, show):
         failed = [e["counters"].get("failed_pages", "?") for e in entries]
         lines.append(f"{mode:>11} dumps: violations {counts} (in known gaps {gaps}), COW faults {cows}, "
                      f"failed pages {failed}")
-    for e in results["protected"][:1] + results["unprotected"][:1] + results["aliases off"][:1]:
+    for e in [entries[0] for entries in results.values() if entries]:
         if e["report"]:
             lines.append(e["report"].text())
     show("\n".join(lines))
@@ -101,6 +113,7 @@ def test_protected_dumps_hold_every_invariant(torture, pipeline):
         assert others == EXPECTED_FINDINGS, f"dump {i}: findings changed:\n{report.text()}"
         assert stacks == {f"kthread stack {n}": False for n in range(min(pipeline.options.smp, 8))}, report.text()
         assert report.aliases_protected is True, report.text()
+        assert report.user_protected is True, report.text()
 
 
 def test_the_checker_catches_the_unprotected_dumps(torture):
@@ -116,6 +129,11 @@ def test_the_checker_catches_the_unprotected_dumps(torture):
     torn_vmalloc = [r for r in reports if any(f.violations for f in r.findings if f.name in VMALLOC_CLASS)]
     assert len(torn_vmalloc) >= MIN_TORN_UNPROTECTED, (
         f"only {len(torn_vmalloc)} of {len(reports)} unprotected dumps showed a torn vmalloc or vmap sweep\n"
+        + "\n".join(r.text() for r in reports))
+    # And the user class: the user-space writer's regions, swept as found, tear too.
+    torn_user = [r for r in reports if any(f.violations for f in r.findings if f.name in USER_CLASS)]
+    assert len(torn_user) >= MIN_TORN_UNPROTECTED, (
+        f"only {len(torn_user)} of {len(reports)} unprotected dumps showed a torn user-space sweep\n"
         + "\n".join(r.text() for r in reports))
 
 
@@ -138,3 +156,23 @@ def test_the_checker_catches_the_vmalloc_class_where_only_its_protection_is_miss
     for r in reports:
         assert all(f.known_gap for f in r.findings if f.name in VMALLOC_CLASS), r.text()
         assert r.ok, f"an invariant outside the vmalloc class broke without alias protection:\n{r.text()}"
+
+
+def test_the_checker_catches_the_user_class_where_only_its_protection_is_missing(torture):
+    """The user class's own control: with user mappings left writable, the user-space writer's sweeps tear while
+    everything the kernel writes still holds, and the dump says so (a known gap, named)."""
+    entries = torture["results"]["user off"]
+    reports = [e["report"] for e in entries if e["report"] is not None]
+    assert len(reports) == DUMPS_PER_MODE, [e["output"] for e in entries if e["report"] is None]
+    assert all(r.protected and r.aliases_protected and r.user_protected is False for r in reports), (
+        "\n".join(r.text() for r in reports))
+    # The tool says what the dump will not hold, before it is taken.
+    for e in entries:
+        assert "user mappings are not write-protected" in e["output"], e["output"]
+    torn = [r for r in reports if any(f.violations for f in r.findings if f.name in USER_CLASS)]
+    assert len(torn) >= MIN_TORN_UNPROTECTED, (
+        f"only {len(torn)} of {len(reports)} dumps without user protection showed a torn user-space sweep: the "
+        "user class's control no longer detects tearing\n" + "\n".join(r.text() for r in reports))
+    for r in reports:
+        assert all(f.known_gap for f in r.findings if f.name in USER_CLASS), r.text()
+        assert r.ok, f"an invariant outside the user class broke without user protection:\n{r.text()}"

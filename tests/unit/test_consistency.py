@@ -154,6 +154,18 @@ def test_a_dump_without_alias_protection_says_so():
     assert "alias_entries" in report.text()
 
 
+def test_a_dump_without_user_protection_says_so():
+    report = cc.Report("d.img", [cc.Finding("user sweep (shared)", checked=512, known_gap=cc.USER_NOT_PROTECTED)],
+                       protected=True, failed_pfns=[], aliases_protected=True, user_protected=False)
+    assert "user mappings NOT protected" in report.text().splitlines()[0]
+    assert "protect_user=0" in report.text()
+    # A torn user sweep in such a dump is named, not failed; with user protection it fails.
+    torn = cc.words_sweep_violations("user sweep (anonymous)", 0x100000000000, [5, 5, 7, 4],
+                                     known_gap=cc.USER_NOT_PROTECTED)
+    assert torn.violations == 2 and not torn.fails
+    assert cc.words_sweep_violations("user sweep (anonymous)", 0x100000000000, [5, 5, 7, 4]).fails
+
+
 def test_protected_dump_verdict_fails_closed():
     """Each way a dump proves nothing is named: unprotected, torn, unexercised, no COW, lost pages, no counters."""
     holds = cc.Finding("pair under spinlock", checked=10)
@@ -169,6 +181,8 @@ def test_protected_dump_verdict_fails_closed():
         (_report([holds]), {}, "COW faults None"),
         (cc.Report("d.img", [holds], protected=True, failed_pfns=[], aliases_protected=False), good,
          "no vmalloc or module mapping was write-protected"),
+        (cc.Report("d.img", [holds], protected=True, failed_pfns=[], aliases_protected=True, user_protected=False),
+         good, "user mappings were not write-protected"),
     ]
     for report, counters, expected in cases:
         problems = cc.protected_dump_problems(report, counters)
