@@ -12,7 +12,8 @@ Explained, in this order:
 - ``livedump's own``: a page of a vmalloc area livedump or wrprotect allocated (by the name of the
   allocating function), or of wrprotect's page table pool;
 - ``entries the stop protected``: every differing word is a present entry the stop made read-only and
-  tagged with _PAGE_SOFTW2, or a large leaf it replaced by a table from the pool;
+  tagged with _PAGE_SOFTW2, or a large leaf it replaced by a table from the pool; in a user mm's PGD
+  page, a table entry made read-only without a tag (the stop protects the mms loaded on its CPUs so);
 - ``the stop's stacks``: a stack page of a stopper thread (``migration/N``), which spins in the stop;
 - ``per-cpu data the stop wrote``: in a CPU's static per-cpu area, which each CPU copies on arriving in
   the stop, so a difference is what the stop wrote after; the variables are named;
@@ -20,7 +21,8 @@ Explained, in this order:
 - the classes the Documentation names as not consistent: ``vmalloc alias`` (a page of a vmalloc area
   written through that alias: any, in a dump that did not protect the vmalloc and module areas
   (LIVEDUMP note alias_entries 0); otherwise only a task stack's, which stays writable and whose part
-  below the saved stack pointer is not copied), ``user page`` (mapped into user space),
+  below the saved stack pointer is not copied), ``user page`` (mapped into user space, in a dump that did
+  not protect user mappings: LIVEDUMP note version 5 without USER_PROTECTED, or older),
   ``accessed/dirty bits`` (every differing word a present entry whose A or D bit the CPU set after the
   instant).
 
@@ -133,6 +135,12 @@ def protected_or_split(ours: int, truth: int, pool: set[int]) -> bool:
     return bool(ours & _PAGE_PSE) and not truth & _PAGE_PSE and (truth & PTE_PFN_MASK) >> PAGE_SHIFT in pool
 
 
+def user_table_protected(ours: int, truth: int) -> bool:
+    """A user table entry the stop made read-only (arch/x86/mm/wrprotect.c, "User mappings"): present, only
+    _PAGE_RW cleared, no tag: table entries are never read-only otherwise. Only asked of a user mm's PGD."""
+    return bool(ours & truth & _PAGE_PRESENT) and ours ^ truth == _PAGE_RW and bool(ours & _PAGE_RW)
+
+
 def hardware_set(ours: int, truth: int) -> bool:
     """A present entry whose accessed or dirty bit the CPU set after the instant, in the snapshot only."""
     diff = ours ^ truth
@@ -172,6 +180,8 @@ class Snapshot:
         self.task_stacks: set[int] = set()  # pfns of vmalloc areas marked VM_TASK_STACK
         # Set by check() from the LIVEDUMP note: were vmalloc and module mappings write-protected?
         self.aliases_protected = False
+        # ... and user mappings (note version 5)?
+        self.user_protected = False
         # vmalloc maps at most every page once: however torn the areas, the walk tries no more pages than that.
         tried = 0
         for va in self._bounded("vmap areas", for_each_vmap_area(prog), self.nr_pages):
@@ -206,6 +216,7 @@ class Snapshot:
         self.pool = {int(wp.tables[i].pfn) for i in range(int(wp.nr_tables))} if wp else set()
         self.free = self._free_pfns()
         self.stop_stacks = self._stopper_stack_pfns(mm)
+        self.user_pgds = self._user_pgd_pfns()
         self.percpu = self._percpu_ranges()
         self.phys_base = prog.read_u64(prog.symbol("phys_base").address)
         self.image = (prog.symbol("_text").address, prog.symbol("__end_of_kernel_reserve").address)
@@ -283,6 +294,24 @@ class Snapshot:
                     pfns.add(int(follow_phys(mm, base + off)) // PAGE_SIZE)
                 except READ_ERRORS:
                     continue
+        return pfns
+
+    def _user_pgd_pfns(self) -> set[int]:
+        """The PGD pages of every task's mm (with PTI, the user copy next to each too)."""
+        from drgn.helpers.linux.pid import for_each_task
+
+        pfns: set[int] = set()
+        for task in self._bounded("tasks", for_each_task(self.prog), self.nr_pages):
+            try:
+                if not task.mm:
+                    continue
+                pgd = int(task.mm.pgd)
+            except READ_ERRORS as e:
+                self.problems.append(f"a task's mm: {e}")
+                continue
+            if pgd >= self.page_offset:
+                pfn = (pgd - self.page_offset) // PAGE_SIZE
+                pfns.update((pfn, pfn + 1))
         return pfns
 
     def _percpu_ranges(self) -> list[tuple[int, int, int]]:
@@ -365,6 +394,8 @@ def classify(snap: Snapshot, pfn: int, ours: bytes, truth: bytes, failed: set[in
     words = differing_words(ours, truth)
     if words and all(protected_or_split(x, y, snap.pool) for _, x, y in words):
         return Differing(pfn, PROTECTED_ENTRIES)
+    if words and pfn in snap.user_pgds and all(user_table_protected(x, y) for _, x, y in words):
+        return Differing(pfn, PROTECTED_ENTRIES, "user page table")
     if words and all(hardware_set(x, y) for _, x, y in words):
         return Differing(pfn, HW_BITS)
     if pfn in snap.stop_stacks:
@@ -378,7 +409,7 @@ def classify(snap: Snapshot, pfn: int, ours: bytes, truth: bytes, failed: set[in
         return Differing(pfn, VMALLOC, caller)
     if pfn in snap.task_stacks:
         return Differing(pfn, VMALLOC, "task stack")
-    if int(snap.page(pfn)._mapcount.counter) >= 0:
+    if int(snap.page(pfn)._mapcount.counter) >= 0 and not snap.user_protected:
         return Differing(pfn, USER)
     va = snap.image_address(pfn)
     if va is not None:
@@ -399,6 +430,7 @@ def check(livedump: Path, capture: Path, vmlinux: Path, differing: list[int], pa
     note = ld.livedump()
     failed = set(note.failed_pfns) if note else set()
     snap.aliases_protected = bool(note and note.aliases_protected)
+    snap.user_protected = bool(note and note.user_protected)
     report = Report(pages=pages, identical=identical, not_in_capture=not_in_capture)
     report.problems = snap.problems
     for pfn in differing:

@@ -75,6 +75,8 @@ class FakeSnapshot:
         self.free, self.vmalloc, self.pool, self.stop_stacks = set(), {}, set(), set()
         self.task_stacks: set[int] = set()
         self.aliases_protected = False
+        self.user_protected = False
+        self.user_pgds: set[int] = set()
         self.percpu: list[tuple[int, int, int]] = []
         self.image: dict[int, int] = {}   # pfn -> kernel image address
         self.symbols: dict[int, str] = {}
@@ -229,3 +231,20 @@ def test_a_guest_that_never_holds_is_an_error_not_a_capture(tmp_path):
     assert responder.capture.error is not None and "timed out" in responder.capture.error
     assert not (tmp_path / "c.elf").exists()
     assert not responder.is_alive()
+
+
+def test_a_user_table_entry_the_stop_protected_is_explained_only_in_a_pgd():
+    entry = 0x8000000000345000 | _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED | 0x4  # _PAGE_USER
+    ours, truth = page(entry, entry), page(entry & ~_PAGE_RW, entry)
+    assert oraclecheck.user_table_protected(entry, entry & ~_PAGE_RW)
+    assert not oraclecheck.user_table_protected(entry & ~_PAGE_RW, entry)  # the other way round
+    d = oraclecheck.classify(FakeSnapshot(user_pgds={5}), 5, ours, truth, failed=set())
+    assert d.cls == oraclecheck.PROTECTED_ENTRIES and d.detail == "user page table"
+    # The same bits in any other page are somebody else's read-only entry.
+    assert oraclecheck.classify(FakeSnapshot(), 5, ours, truth, failed=set()).cls == oraclecheck.UNEXPLAINED
+
+
+def test_with_user_mappings_protected_a_user_page_difference_is_unexplained():
+    assert oraclecheck.classify(FakeSnapshot(mapcount={5: 1}), 5, DATA, LATER, failed=set()).cls == oraclecheck.USER
+    d = oraclecheck.classify(FakeSnapshot(mapcount={5: 1}, user_protected=True), 5, DATA, LATER, failed=set())
+    assert d.cls == oraclecheck.UNEXPLAINED
