@@ -309,18 +309,33 @@ def summarise(row: BenchRow, samples: list[DumpSample], idles: list[tuple[int, i
     row.fault_max_ns = stats.max_or_none(fault_max_ns(s) for s in statuses)
 
 
-def summarise_no_aliases(row: BenchRow, samples: list[DumpSample]) -> None:
-    """The control dumps without alias protection, beside the measured ones (pure: no guest). Call after
+@dataclass(frozen=True)
+class Control:
+    """Control dumps with one of livedump's protections turned off, one right after each measured dump in the
+    same boot: what that protection costs. Their numbers are the row's ``*_{name}`` fields."""
+
+    name: str  # field suffix: no_aliases, no_user
+    parameter: str  # the module parameter turned off for them
+    what: str  # for messages: "alias protection"
+
+
+CONTROLS = (Control("no_aliases", dump_mod.PROTECT_ALIASES, "alias protection"),
+            Control("no_user", dump_mod.PROTECT_USER, "user protection"))
+
+
+def summarise_control(row: BenchRow, control: Control, samples: list[DumpSample]) -> None:
+    """The control dumps without ``control``'s protection, beside the measured ones (pure: no guest). Call after
     summarise(), whose idle windows are the reference."""
     statuses = [s.status for s in samples]
-    row.pause_no_aliases_ns_all = status_ints(statuses, "pause_ns")
-    row.pause_no_aliases_ns = stats.median_int(row.pause_no_aliases_ns_all)
-    row.workload_no_aliases_per_s_all = covered_rates(
-        row, [(s.workload_ops, s.workload_ns, s.sweep_ns) for s in samples], "dump without alias protection",
-        "the sweep")
-    row.workload_no_aliases_ratio = stats.ratio(
-        stats.median(r for r in row.workload_no_aliases_per_s_all if r is not None), row.workload_idle_per_s)
-    row.cow_faults_no_aliases = stats.median_int(status_ints(statuses, "cow_faults"))
+    pauses = status_ints(statuses, "pause_ns")
+    rates = covered_rates(row, [(s.workload_ops, s.workload_ns, s.sweep_ns) for s in samples],
+                          f"dump without {control.what}", "the sweep")
+    setattr(row, f"pause_{control.name}_ns_all", pauses)
+    setattr(row, f"pause_{control.name}_ns", stats.median_int(pauses))
+    setattr(row, f"workload_{control.name}_per_s_all", rates)
+    setattr(row, f"workload_{control.name}_ratio",
+            stats.ratio(stats.median(r for r in rates if r is not None), row.workload_idle_per_s))
+    setattr(row, f"cow_faults_{control.name}", stats.median_int(status_ints(statuses, "cow_faults")))
 
 
 def summarise_loaded_dd(row: BenchRow, runs: list[LoadedDd], mib: int) -> None:
@@ -385,10 +400,13 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
                                      long_timeout, exclude=exclude).status)
                 say(f"  pause {warm[-1].get('pause_ns')} ns (warm-up)")
             summarise_warmup(row, warm)
-            samples, idles, no_aliases = [], [], []
-            aliases = console.run(f"test -w {dump_mod.PROTECT_ALIASES}").status == 0
-            if not aliases:
-                row.notes.append("no livedump.protect_aliases in this kernel: the *_no_aliases fields are null")
+            samples, idles = [], []
+            controls: dict[Control, list[DumpSample]] = {}
+            for control in CONTROLS:
+                if console.run(f"test -w {control.parameter}").status == 0:
+                    controls[control] = []
+                else:
+                    row.notes.append(f"no {control.parameter} in this kernel: the *_{control.name} fields are null")
             for i in range(1, repeat + 1):
                 # An idle window right before each dump: the host's own load drifts (other QEMUs, TCG).
                 say(f"idle workload {i}/{repeat} at {size} ({window_ms} ms)...")
@@ -403,19 +421,20 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
                 s = samples[-1]
                 say(f"  pause {s.status.get('pause_ns')} ns, sweep {s.sweep_ns / 1e9:.2f} s, "
                     f"COW faults {s.status.get('cow_faults')}, workload {s.workload_ops} ops in the sweep")
-                if aliases:
-                    # Right after, in the same conditions: what protecting vmalloc and modules costs.
-                    say(f"control dump {i}/{repeat} at {size} without alias protection...")
-                    dump_mod.protect_aliases(console, False)
+                for control, taken in controls.items():
+                    # Right after, in the same conditions: what that protection costs.
+                    say(f"control dump {i}/{repeat} at {size} without {control.what}...")
+                    dump_mod.set_parameter(console, control.parameter, False)
                     try:
-                        no_aliases.append(one_dump(console, f"harness bench {size} {i}/{repeat} no aliases",
-                                                   window_ms, long_timeout, exclude=exclude))
+                        taken.append(one_dump(console, f"harness bench {size} {i}/{repeat} {control.name}",
+                                              window_ms, long_timeout, exclude=exclude))
                     finally:
-                        dump_mod.protect_aliases(console, True)
-                    say(f"  pause {no_aliases[-1].status.get('pause_ns')} ns without alias protection")
+                        dump_mod.set_parameter(console, control.parameter, True)
+                    say(f"  pause {taken[-1].status.get('pause_ns')} ns without {control.what}")
             after = meminfo(console)
             summarise(row, samples, idles)
-            summarise_no_aliases(row, no_aliases)
+            for control, taken in controls.items():
+                summarise_control(row, control, taken)
             for k in ("4k", "2m", "1g"):
                 setattr(row, f"directmap{k}_kb_before", before[k])
                 setattr(row, f"directmap{k}_kb_after", after[k])

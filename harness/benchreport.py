@@ -71,6 +71,12 @@ class BenchRow:
     workload_no_aliases_per_s_all: list[float | None] = field(default_factory=list)
     workload_no_aliases_ratio: float | None = None  # against workload_idle_per_s
     cow_faults_no_aliases: int | None = None  # median
+    # The same for user mappings' protection (livedump.protect_user=0).
+    pause_no_user_ns: int | None = None  # median
+    pause_no_user_ns_all: list[int] = field(default_factory=list)
+    workload_no_user_per_s_all: list[float | None] = field(default_factory=list)
+    workload_no_user_ratio: float | None = None  # against workload_idle_per_s
+    cow_faults_no_user: int | None = None  # median
     # lib/test_livedump.c's latency probe (a write fault's work on pages no dump protects, interrupts off):
     # the floor the machine puts under the fault latency. Beside the dumps (after START to the end of the
     # sweep), in the idle windows and beside the dd control; percentiles as for the faults.
@@ -117,8 +123,8 @@ def _fmt(value: float | int | None, scale: float = 1.0, digits: int = 0) -> str:
     return f"{value / scale:.{digits}f}"
 
 
-COLUMNS = ("RAM", "pause ms", "pause ms no-alias", "QEMU pause ms", "dump MiB/s", "dd MiB/s",
-           "workload dump/no-alias/dd", "COW faults", "failed",
+COLUMNS = ("RAM", "pause ms", "pause ms no-alias/no-user", "QEMU pause ms", "dump MiB/s", "dd MiB/s",
+           "workload dump/no-alias/no-user/dd", "COW faults", "failed",
            "fault p99/p99.9/max us", "probe p99.9 us dump/dd/idle", "DirectMap4k kB before/during/after")
 
 
@@ -132,12 +138,13 @@ def table(rows: list[BenchRow]) -> str:
         lines.append((
             r.memory,
             _fmt(r.pause_ns, 1e6, 3),
-            _fmt(r.pause_no_aliases_ns, 1e6, 3),
+            "/".join(_fmt(v, 1e6, 3) for v in (r.pause_no_aliases_ns, r.pause_no_user_ns)),
             _fmt(r.qemu_dump_pause_ns, 1e6, 0),
             _fmt(r.dump_mib_s, 1, 1),
             _fmt(r.dd_mib_s, 1, 1),
             "/".join("-" if v is None else f"{v:.2f}x"
-                     for v in (r.workload_ratio, r.workload_no_aliases_ratio, r.workload_dd_ratio)),
+                     for v in (r.workload_ratio, r.workload_no_aliases_ratio, r.workload_no_user_ratio,
+                               r.workload_dd_ratio)),
             _fmt(r.cow_faults),
             _fmt(r.failed_pages),
             "/".join(_fmt(v, 1e3, 1) for v in (r.fault_p99_ns, r.fault_p999_ns, r.fault_max_ns)),

@@ -17,8 +17,9 @@ POSITIVE = ("memory_mib", "pause_ns", "qemu_dump_pause_ns", "dump_mib_s", "dd_mi
             # The controls: dd beside the same workload, and test_livedump's latency probe (0039) in each phase.
             "dd_loaded_mib_s", "probe_dump_p999_ns", "probe_dump_max_ns", "probe_idle_p999_ns",
             "probe_idle_max_ns", "probe_dd_p999_ns", "probe_dd_max_ns",
-            # The control without alias protection (0047): its pause, beside each measured dump.
-            "pause_no_aliases_ns")
+            # The controls without alias protection (0047) and without user protection (0049): their pause,
+            # beside each measured dump.
+            "pause_no_aliases_ns", "pause_no_user_ns")
 
 
 def test_bench_at_512m(pipeline, tmp_path, show):
@@ -38,6 +39,7 @@ def test_bench_at_512m(pipeline, tmp_path, show):
         assert isinstance(row[key], int | float) and row[key] > 0, (key, row[key])
     assert row["pause_ns_all"] == [row["pause_ns"]]
     assert row["pause_no_aliases_ns_all"] == [row["pause_no_aliases_ns"]]  # one control per measured dump
+    assert row["pause_no_user_ns_all"] == [row["pause_no_user_ns"]]
     assert row["qemu_dump_pause_ns_all"] == [row["qemu_dump_pause_ns"]]  # --repeat 1: one QEMU dump
     # The warm-up dump ran in the same boot and is reported apart, not in the median.
     assert row["warmup"] == 1 and len(row["warmup_pause_ns_all"]) == 1 and row["warmup_pause_ns_all"][0] > 0

@@ -175,7 +175,7 @@ def test_table_has_one_line_per_size():
                                                         repeat=1, error="bench: dump failed")])
     lines = text.splitlines()
     assert len(lines) == 3
-    assert lines[1].split()[:6] == ["512M", "1.500", "-", "2000", "128.0", "300.0"]
+    assert lines[1].split()[:6] == ["512M", "1.500", "-/-", "2000", "128.0", "300.0"]
     assert "error: bench: dump failed" in lines[2]
 
 
@@ -340,23 +340,27 @@ def test_dd_control_ratio_against_the_idle_rate():
     assert row.workload_dd_per_s == 35.0 and row.workload_dd_ratio == 0.35
     assert row.dd_loaded_mib_s_all == [128.0, 512.0, 256.0] and row.dd_loaded_mib_s == 256.0
     assert any("dd control 2" in n and "not counted" in n for n in row.notes)
-    assert "0.50x/-/0.35x" in benchreport.table([row])
+    assert "0.50x/-/-/0.35x" in benchreport.table([row])
 
 
-def test_the_dumps_without_alias_protection_are_summarised_apart():
+def test_the_control_dumps_are_summarised_apart():
     row = new_row()
+    no_aliases, no_user = bench.CONTROLS
     bench.summarise(row, [sample(1_500_000, 10), sample(1_700_000, 12)], idles=[(200, 2_000_000_000)])
-    bench.summarise_no_aliases(row, [sample(1_100_000, 4), sample(1_300_000, 6), sample(900_000, 5)])
+    bench.summarise_control(row, no_aliases, [sample(1_100_000, 4), sample(1_300_000, 6), sample(900_000, 5)])
+    bench.summarise_control(row, no_user, [sample(1_400_000, 7)])
     # Their own medians; the measured dumps' numbers are untouched.
     assert row.pause_no_aliases_ns_all == [1_100_000, 1_300_000, 900_000] and row.pause_no_aliases_ns == 1_100_000
-    assert row.pause_ns == 1_600_000 and row.cow_faults_no_aliases == 5
-    assert row.workload_no_aliases_ratio == row.workload_ratio == 0.5
+    assert row.pause_no_user_ns_all == [1_400_000] and row.pause_no_user_ns == 1_400_000
+    assert row.pause_ns == 1_600_000 and row.cow_faults_no_aliases == 5 and row.cow_faults_no_user == 7
+    assert row.workload_no_aliases_ratio == row.workload_no_user_ratio == row.workload_ratio == 0.5
     line = benchreport.table([row]).splitlines()[1].split()
-    assert line[1:3] == ["1.600", "1.100"] and "0.50x/0.50x/-" in line
+    assert line[1:3] == ["1.600", "1.100/1.400"] and "0.50x/0.50x/0.50x/-" in line
     # No control dumps (a kernel without the parameter): nulls, not zeros.
     empty = new_row()
-    bench.summarise_no_aliases(empty, [])
-    assert empty.pause_no_aliases_ns is None and empty.workload_no_aliases_ratio is None
+    bench.summarise_control(empty, no_user, [])
+    assert empty.pause_no_user_ns is None and empty.workload_no_user_ratio is None
+    assert "-/-" in benchreport.table([empty]).splitlines()[1].split()[2]
 
 
 def test_probe_line_parsed_and_missing_one_is_none():
