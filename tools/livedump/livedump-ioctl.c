@@ -175,26 +175,36 @@ static int parse_exclude(const char *arg, uint32_t *mask)
 
 /* livedump.protect_aliases, read by INIT; a kernel without it protects none. */
 #define PROTECT_ALIASES	"/sys/module/livedump/parameters/protect_aliases"
+#define PROTECT_USER	"/sys/module/livedump/parameters/protect_user"
 
-static void print_aliases(void)
+/* Is the boolean module parameter @path Y?  -1: no such parameter. */
+static int param_on(const char *path)
 {
-	FILE *f = fopen(PROTECT_ALIASES, "r");
+	FILE *f = fopen(path, "r");
 	int c = f ? fgetc(f) : EOF;
 
 	if (f)
 		fclose(f);
-	if (c != 'Y')
+	return f ? c == 'Y' : -1;
+}
+
+static void print_protection(void)
+{
+	int aliases = param_on(PROTECT_ALIASES), user = param_on(PROTECT_USER);
+
+	if (aliases != 1)
 		fprintf(out, "livedump: note: vmalloc and module mappings are not write-protected (%s): what is written through them is dumped as found, it may be torn\n",
-			f ? PROTECT_ALIASES " is N" : "a kernel without " PROTECT_ALIASES);
+			aliases ? "a kernel without " PROTECT_ALIASES : PROTECT_ALIASES " is N");
+	if (user != 1)
+		fprintf(out, "livedump: note: user mappings are not write-protected (%s): what processes write to page cache, shmem and user pages is dumped as found, it may be torn\n",
+			user ? "a kernel without " PROTECT_USER : PROTECT_USER " is N");
 }
 
 static void print_exclude(uint32_t mask)
 {
 	fprintf(out, "livedump: exclude=");
 	print_names(out, class_names, LIVEDUMP_NR_CLASSES, mask);
-	if (!(mask & LIVEDUMP_EXCLUDE_USER))
-		fprintf(out, "livedump: note: user pages are dumped as found: writes through user mappings are not trapped, they may be torn\n");
-	print_aliases();
+	print_protection();
 	fflush(out);
 }
 #else
