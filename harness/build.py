@@ -125,7 +125,7 @@ def build(src: Path, build_dir: Path, key: str, runner: Runner, log: Path, *, jo
         return done
     jobs = jobs or os.cpu_count() or 1
     argv = ["make", "-C", str(src), f"O={build_dir}", f"-j{jobs}", *(f"{k}={v}" for k, v in mvars.items()),
-            "bzImage", "headers"]
+            "bzImage", "headers", "modules"]
     log.parent.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
     release = release_of(src, build_dir / ".config")

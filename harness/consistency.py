@@ -42,6 +42,9 @@ DIRECT_MAP_SIZE = 64 << 40
 STACK_WORDS_FUNCTION, STACK_WORDS_LOCAL = "tld_writer_fn", "words"
 # Invariant 9 (a sweep through a vmap() of page-allocator pages): its pages are the bound of this array.
 VMAP_SWEEP, VMAP_PAGES = "tld_vmap", "tld_vmap_pages"
+# Invariant 10 (a sweep over a module's data, lent by test_livedump_module): base and page count, both set
+# only while the module lends them.
+MODULE_SWEEP, MODULE_PAGES = "tld_msweep", "tld_msweep_pages"
 # The user-space torture writer (buildroot-config/helpers/ldtorture.c, started by harness/dump.py's torture()):
 # its task name, where it maps its anonymous and its MAP_SHARED (shmem) region (fixed, so that a dump is read
 # without asking the process; each under a top-level page table entry of its own), and the pages of each.
@@ -430,6 +433,13 @@ def read_and_check(dump: Path, vmlinux: Path, *, sizes: TortureSizes | None = No
                 "sweep (vmap)", _sweep_pages(mem, [base + i * PAGE_SIZE for i in range(pages)] if base else []),
                 known_gap=alias_gap))
 
+        module = _module_sweep(prog)
+        if module is not None:  # a kernel from before the module sweep has none to check
+            base, pages = module
+            findings.append(sweep_violations(
+                "sweep (module data)", _sweep_pages(mem, [base + i * PAGE_SIZE for i in range(pages)]),
+                known_gap=alias_gap))
+
         a, b = int(_var(prog, "tld_pair_a")), int(_var(prog, "tld_pair_b"))
         pair = pair_violations("pair under spinlock",
                                [(a, b, mem.word(a), mem.word(b), _spin_locked(_var(prog, "tld_pair_lock")))]
@@ -523,6 +533,16 @@ def _vmap_sweep(prog) -> tuple[int, int] | None:
         raise ConsistencyError(f"{VMAP_PAGES} has no array bound in the debug info: cannot tell the vmap sweep's "
                                "size")
     return int(base), int(length)
+
+
+def _module_sweep(prog) -> tuple[int, int] | None:
+    """(tld_msweep, tld_msweep_pages) of the module data sweep, (0, 0) while no module lends its data; None
+    when the kernel has no such sweep."""
+    try:
+        base = prog[MODULE_SWEEP]
+    except KeyError:
+        return None
+    return int(base), int(_var(prog, MODULE_PAGES)) if int(base) else 0
 
 
 def _check_list(prog, mem: _Memory) -> Finding:

@@ -48,6 +48,8 @@ PROTECT_ALIASES = "/sys/module/livedump/parameters/protect_aliases"
 # ... and user mappings (protect_user).
 PROTECT_USER = "/sys/module/livedump/parameters/protect_user"
 USER_TORTURE_OUT, USER_TORTURE_PID = "/tmp/ldtorture.out", "/tmp/ldtorture.pid"
+# The module whose data the torture load sweeps (0050), where harness/rootfs.py puts it; loaded once, for good.
+TORTURE_MODULE = "/lib/modules/test_livedump_module.ko"
 
 
 def has_torture(console: GuestConsole) -> bool:
@@ -57,7 +59,10 @@ def has_torture(console: GuestConsole) -> bool:
 def torture(console: GuestConsole, on: bool) -> None:
     """Start or stop the torture load: lib/test_livedump.c's writers (CONFIG_TEST_LIVEDUMP) and the user-space
     writer ldtorture (buildroot-config/helpers/ldtorture.c), whose regions the checker reads where it expects
-    them (harness/consistency.py)."""
+    them (harness/consistency.py); test_livedump_module, where the kernel has it, lends them its data."""
+    if on:
+        console.run(f"if [ -f {TORTURE_MODULE} ] && ! grep -q '^test_livedump_module ' /proc/modules; then "
+                    f"insmod {TORTURE_MODULE}; fi", check=True)
     console.run(f"echo {int(on)} > {TORTURE_RUN}", check=True)
     if not on:
         console.run(f"kill $(cat {USER_TORTURE_PID}) 2>/dev/null; rm -f {USER_TORTURE_PID}; true", check=True)

@@ -169,7 +169,8 @@ class Pipeline:
         tool_helpers, tool_scripts = rootfs.livedump_tool(kernel.headers)
         if not tool_scripts:
             say(f"no linux/livedump.h in {kernel.headers}: the guest gets no livedump tool")
-        spec = rootfs.RootfsSpec(helpers=rootfs.default_helpers() + tool_helpers, scripts=tool_scripts,
+        spec = rootfs.RootfsSpec(helpers=rootfs.default_helpers() + tool_helpers,
+                                 scripts=tool_scripts | rootfs.kernel_modules(kernel.build_dir),
                                  include_dirs=(kernel.headers,))
         out = self.run.path("initramfs.cpio")
         say(f"building the initramfs (busybox, the overlay, {len(spec.helpers)} static helpers with gcc): {out}")

@@ -60,6 +60,16 @@ def livedump_tool(headers: Path) -> tuple[tuple[Path, ...], dict[str, Path]]:
     return tuple(sorted(TOOLS_DIR.glob("*.c"))), {"usr/bin/livedump": tool}
 
 
+# Modules the guest loads (archive path -> path in the kernel's build directory), when the kernel has them:
+# test_livedump_module lends its data to the torture load (harness/dump.py's torture()).
+GUEST_MODULES = {"lib/modules/test_livedump_module.ko": "lib/test_livedump_module.ko"}
+
+
+def kernel_modules(build_dir: Path) -> dict[str, Path]:
+    """The GUEST_MODULES this kernel built."""
+    return {dest: build_dir / rel for dest, rel in GUEST_MODULES.items() if (build_dir / rel).is_file()}
+
+
 def is_static_elf(path: Path) -> bool:
     """True for an ELF64 executable without PT_INTERP (no dynamic loader)."""
     with open(path, "rb") as f:

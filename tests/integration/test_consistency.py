@@ -10,8 +10,8 @@ livedump.protect_aliases=0 (the vmalloc and module areas not protected) and
 five with livedump.protect_user=0 (user mappings not protected). After each
 dump the host checks the torture invariants in the image with the drgn
 checker (python -m harness check-consistency). The real dumps must hold
-every invariant, the vmalloc class (the vmalloc and vmap sweeps, the
-vmap'ed kthread stacks) and the user class included; the checker must
+every invariant, the vmalloc class (the vmalloc, vmap and module data
+sweeps, the vmap'ed kthread stacks) and the user class included; the checker must
 catch the unprotected ones as torn, and each of the vmalloc and user
 classes as torn where only its own protection is missing, or it proves
 nothing.
@@ -32,11 +32,12 @@ DUMPS_PER_MODE = 5
 # Besides these, one "kthread stack N" per writer kthread (one per online CPU, up to 8), never a gap: the
 # stacks are vmap'ed (VMAP_STACK) and copied in the stop.
 EXPECTED_FINDINGS = {"sweep (page allocator)": False, "sweep (vmalloc)": False, "sweep (vmap)": False,
+                     "sweep (module data)": False,
                      "pair under spinlock": False, "list under spinlock": False, "per-cpu pair": False,
                      "hard-IRQ pair": False, "NMI pair": False,
                      "user sweep (anonymous)": False, "user sweep (shared)": False}
 # What only the protection of the vmalloc and module areas keeps whole.
-VMALLOC_CLASS = ("sweep (vmalloc)", "sweep (vmap)")
+VMALLOC_CLASS = ("sweep (vmalloc)", "sweep (vmap)", "sweep (module data)")
 # What only the protection of user mappings keeps whole.
 USER_CLASS = ("user sweep (anonymous)", "user sweep (shared)")
 # Every dump keeps user pages, so that the anonymous region is in it.
@@ -153,6 +154,11 @@ def test_the_checker_catches_the_vmalloc_class_where_only_its_protection_is_miss
     assert len(torn) >= MIN_TORN_UNPROTECTED, (
         f"only {len(torn)} of {len(reports)} dumps without alias protection showed a torn vmalloc or vmap sweep: "
         "the vmalloc class's control no longer detects tearing\n" + "\n".join(r.text() for r in reports))
+    # Module data among them: its own sweep must tear too, or a protection of the module area proves nothing.
+    torn_module = [r for r in reports if any(f.violations for f in r.findings if f.name == "sweep (module data)")]
+    assert len(torn_module) >= MIN_TORN_UNPROTECTED, (
+        f"only {len(torn_module)} of {len(reports)} dumps without alias protection showed a torn module data "
+        "sweep\n" + "\n".join(r.text() for r in reports))
     for r in reports:
         assert all(f.known_gap for f in r.findings if f.name in VMALLOC_CLASS), r.text()
         assert r.ok, f"an invariant outside the vmalloc class broke without alias protection:\n{r.text()}"

@@ -138,3 +138,11 @@ def test_helper_compile_error_is_reported(tmp_path, static_busybox, runner):
 
 def test_livedump_tool_needs_the_uapi_header(tmp_path):
     assert rootfs.livedump_tool(tmp_path) == ((), {})
+
+
+def test_the_guest_gets_the_modules_the_kernel_built(tmp_path):
+    assert rootfs.kernel_modules(tmp_path) == {}  # a kernel from before the module, or without modules
+    ko = tmp_path / "lib" / "test_livedump_module.ko"
+    ko.parent.mkdir()
+    ko.write_bytes(b"\x7fELF")
+    assert rootfs.kernel_modules(tmp_path) == {"lib/modules/test_livedump_module.ko": ko}
