@@ -520,12 +520,19 @@ def _user_findings(prog, note: elfcore.LivedumpNote, failed: set[int]) -> list[F
     return findings
 
 
+def _optional_var(prog, name: str):
+    """A global of the torture load that kernels from before it lack: None there."""
+    try:
+        return prog[name]
+    except KeyError:
+        return None
+
+
 def _vmap_sweep(prog) -> tuple[int, int] | None:
     """(tld_vmap, pages) of the vmap sweep; pages is the bound of tld_vmap_pages[] in the debug info. None
     when the kernel has no such sweep."""
-    try:
-        base = prog[VMAP_SWEEP]
-    except KeyError:
+    base = _optional_var(prog, VMAP_SWEEP)
+    if base is None:
         return None
     pages = _var(prog, VMAP_PAGES)
     length = pages.type_.length
@@ -538,9 +545,8 @@ def _vmap_sweep(prog) -> tuple[int, int] | None:
 def _module_sweep(prog) -> tuple[int, int] | None:
     """(tld_msweep, tld_msweep_pages) of the module data sweep, (0, 0) while no module lends its data; None
     when the kernel has no such sweep."""
-    try:
-        base = prog[MODULE_SWEEP]
-    except KeyError:
+    base = _optional_var(prog, MODULE_SWEEP)
+    if base is None:
         return None
     return int(base), int(_var(prog, MODULE_PAGES)) if int(base) else 0
 

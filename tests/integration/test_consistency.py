@@ -117,68 +117,66 @@ def test_protected_dumps_hold_every_invariant(torture, pipeline):
         assert report.user_protected is True, report.text()
 
 
-def test_the_checker_catches_the_unprotected_dumps(torture):
-    entries = torture["results"]["unprotected"]
+def mode_reports(torture, mode: str) -> list:
+    """The checker's reports of one mode's dumps, all of which must have been read."""
+    entries = torture["results"][mode]
     reports = [e["report"] for e in entries if e["report"] is not None]
     assert len(reports) == DUMPS_PER_MODE, [e["output"] for e in entries if e["report"] is None]
-    assert not any(r.protected for r in reports), "a --test-no-wrprotect dump says it was write-protected"
-    torn = [r for r in reports if not r.ok]
+    return reports
+
+
+def assert_torn_often(reports: list, names: tuple[str, ...] | None, what: str) -> None:
+    """At least MIN_TORN_UNPROTECTED of the dumps show a violation in one of names (None: anywhere): a control
+    that tears less often no longer shows that the checker can fail."""
+    torn = [r for r in reports
+            if (not r.ok if names is None else any(f.violations for f in r.findings if f.name in names))]
     assert len(torn) >= MIN_TORN_UNPROTECTED, (
-        f"only {len(torn)} of {len(reports)} unprotected dumps were caught as torn: the negative control "
-        "no longer detects tearing\n" + "\n".join(r.text() for r in reports))
-    # The vmalloc class is hard now: the control must tear it too, not only the direct map.
-    torn_vmalloc = [r for r in reports if any(f.violations for f in r.findings if f.name in VMALLOC_CLASS)]
-    assert len(torn_vmalloc) >= MIN_TORN_UNPROTECTED, (
-        f"only {len(torn_vmalloc)} of {len(reports)} unprotected dumps showed a torn vmalloc or vmap sweep\n"
+        f"only {len(torn)} of {len(reports)} {what}: the control no longer detects tearing\n"
         + "\n".join(r.text() for r in reports))
-    # And the user class: the user-space writer's regions, swept as found, tear too.
-    torn_user = [r for r in reports if any(f.violations for f in r.findings if f.name in USER_CLASS)]
-    assert len(torn_user) >= MIN_TORN_UNPROTECTED, (
-        f"only {len(torn_user)} of {len(reports)} unprotected dumps showed a torn user-space sweep\n"
-        + "\n".join(r.text() for r in reports))
+
+
+def assert_only_class_torn(reports: list, names: tuple[str, ...], what: str) -> None:
+    """What a class's own control leaves whole: every other invariant; the class itself is a named gap."""
+    for r in reports:
+        assert all(f.known_gap for f in r.findings if f.name in names), r.text()
+        assert r.ok, f"an invariant outside the {what} broke:\n{r.text()}"
+
+
+def test_the_checker_catches_the_unprotected_dumps(torture):
+    reports = mode_reports(torture, "unprotected")
+    assert not any(r.protected for r in reports), "a --test-no-wrprotect dump says it was write-protected"
+    assert_torn_often(reports, None, "unprotected dumps were caught as torn")
+    # The vmalloc and user classes are hard now: the control must tear them too, not only the direct map.
+    assert_torn_often(reports, VMALLOC_CLASS, "unprotected dumps showed a torn vmalloc, vmap or module sweep")
+    assert_torn_often(reports, USER_CLASS, "unprotected dumps showed a torn user-space sweep")
 
 
 def test_the_checker_catches_the_vmalloc_class_where_only_its_protection_is_missing(torture):
     """The vmalloc class's own control: with the vmalloc and module areas left writable, their sweeps tear while
     what the direct map protects still holds, and the dump says so (a known gap, named)."""
-    entries = torture["results"]["aliases off"]
-    reports = [e["report"] for e in entries if e["report"] is not None]
-    assert len(reports) == DUMPS_PER_MODE, [e["output"] for e in entries if e["report"] is None]
+    reports = mode_reports(torture, "aliases off")
     assert all(r.protected and r.aliases_protected is False for r in reports), "\n".join(r.text() for r in reports)
     # The tool says what the dump will not hold, before it is taken.
-    for e in entries:
+    for e in torture["results"]["aliases off"]:
         assert "vmalloc and module mappings are not write-protected" in e["output"], e["output"]
     for e in torture["results"]["protected"]:
         assert "not write-protected" not in e["output"], e["output"]
-    torn = [r for r in reports if any(f.violations for f in r.findings if f.name in VMALLOC_CLASS)]
-    assert len(torn) >= MIN_TORN_UNPROTECTED, (
-        f"only {len(torn)} of {len(reports)} dumps without alias protection showed a torn vmalloc or vmap sweep: "
-        "the vmalloc class's control no longer detects tearing\n" + "\n".join(r.text() for r in reports))
+    assert_torn_often(reports, VMALLOC_CLASS, "dumps without alias protection showed a torn vmalloc, vmap or "
+                                              "module sweep")
     # Module data among them: its own sweep must tear too, or a protection of the module area proves nothing.
-    torn_module = [r for r in reports if any(f.violations for f in r.findings if f.name == "sweep (module data)")]
-    assert len(torn_module) >= MIN_TORN_UNPROTECTED, (
-        f"only {len(torn_module)} of {len(reports)} dumps without alias protection showed a torn module data "
-        "sweep\n" + "\n".join(r.text() for r in reports))
-    for r in reports:
-        assert all(f.known_gap for f in r.findings if f.name in VMALLOC_CLASS), r.text()
-        assert r.ok, f"an invariant outside the vmalloc class broke without alias protection:\n{r.text()}"
+    assert_torn_often(reports, ("sweep (module data)",), "dumps without alias protection showed a torn module "
+                                                          "data sweep")
+    assert_only_class_torn(reports, VMALLOC_CLASS, "vmalloc class without alias protection")
 
 
 def test_the_checker_catches_the_user_class_where_only_its_protection_is_missing(torture):
     """The user class's own control: with user mappings left writable, the user-space writer's sweeps tear while
     everything the kernel writes still holds, and the dump says so (a known gap, named)."""
-    entries = torture["results"]["user off"]
-    reports = [e["report"] for e in entries if e["report"] is not None]
-    assert len(reports) == DUMPS_PER_MODE, [e["output"] for e in entries if e["report"] is None]
+    reports = mode_reports(torture, "user off")
     assert all(r.protected and r.aliases_protected and r.user_protected is False for r in reports), (
         "\n".join(r.text() for r in reports))
     # The tool says what the dump will not hold, before it is taken.
-    for e in entries:
+    for e in torture["results"]["user off"]:
         assert "user mappings are not write-protected" in e["output"], e["output"]
-    torn = [r for r in reports if any(f.violations for f in r.findings if f.name in USER_CLASS)]
-    assert len(torn) >= MIN_TORN_UNPROTECTED, (
-        f"only {len(torn)} of {len(reports)} dumps without user protection showed a torn user-space sweep: the "
-        "user class's control no longer detects tearing\n" + "\n".join(r.text() for r in reports))
-    for r in reports:
-        assert all(f.known_gap for f in r.findings if f.name in USER_CLASS), r.text()
-        assert r.ok, f"an invariant outside the user class broke without user protection:\n{r.text()}"
+    assert_torn_often(reports, USER_CLASS, "dumps without user protection showed a torn user-space sweep")
+    assert_only_class_torn(reports, USER_CLASS, "user class without user protection")
