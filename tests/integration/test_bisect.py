@@ -135,11 +135,12 @@ def test_series_mode_names_the_broken_patch(scratch, tmp_path):
         shutil.copy(p, broken / p.name)
     git(tree, "format-patch", "-q", "-1", "--zero-commit", "-o", str(tmp_path / "made"), shas[5])
     made = next((tmp_path / "made").glob("*.patch"))
-    # The breaking change applies once the series has put the hook where it is at the top; bisect must
-    # find it among the patches after that one, not at either end.
+    # The breaking change applies once the series has put the hook (and what its context holds) where it is
+    # at the top: right after the last patch whose text has it. Bisect must find it there, not at either end,
+    # so at least one patch must follow.
     last_hook = max(i for i, p in enumerate(series) if HOOK.strip() in p.read_text())
-    assert last_hook + 2 < len(series), "the hook moves too late in the series for this test"
-    at = last_hook + 2
+    assert last_hook + 1 < len(series), "the hook moves too late in the series for this test"
+    at = last_hook + 1
     bad_name = f"{series[at - 1].name[:4]}a-x86-mm-do-not-call-the-write-protection-fault-hook.patch"
     shutil.copy(made, broken / bad_name)
     order = [p.name for p in series[:at]] + [bad_name] + [p.name for p in series[at:]]
