@@ -297,17 +297,27 @@ class Snapshot:
         return pfns
 
     def _user_pgd_pfns(self) -> set[int]:
-        """The PGD pages of every task's mm (with PTI, the user copy next to each too)."""
+        """The PGD pages the stop writes: those of the mm each CPU had loaded (an exiting process's, which no
+        task names any more, included), and of every task's mm (with PTI, the user copy next to each too)."""
+        from drgn.helpers.linux.cpumask import for_each_possible_cpu
+        from drgn.helpers.linux.percpu import per_cpu
         from drgn.helpers.linux.pid import for_each_task
 
-        pfns: set[int] = set()
+        mms = []
+        try:
+            mms += [per_cpu(self.prog["cpu_tlbstate"], cpu).loaded_mm for cpu in for_each_possible_cpu(self.prog)]
+        except (KeyError, *READ_ERRORS) as e:
+            self.problems.append(f"the CPUs' loaded mms: {e}")
         for task in self._bounded("tasks", for_each_task(self.prog), self.nr_pages):
+            mms.append(task.mm)
+        pfns: set[int] = set()
+        for mm in mms:
             try:
-                if not task.mm:
+                if not mm:
                     continue
-                pgd = int(task.mm.pgd)
+                pgd = int(mm.pgd)
             except READ_ERRORS as e:
-                self.problems.append(f"a task's mm: {e}")
+                self.problems.append(f"an mm: {e}")
                 continue
             if pgd >= self.page_offset:
                 pfn = (pgd - self.page_offset) // PAGE_SIZE
