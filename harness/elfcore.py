@@ -14,12 +14,34 @@ PT_LOAD, PT_NOTE = 1, 4
 NT_PRSTATUS = 1
 NT_LIVEDUMP = 0x4C440001
 LIVEDUMP_NOTE_NAME = "LIVEDUMP"
-# struct elf_prstatus on x86-64: pr_pid at 32, pr_reg (27 longs) at 112.
-PRSTATUS_SIZE = 336
+EM_X86_64 = 62
+EM_AARCH64 = 183
+# struct elf_prstatus on a 64-bit kernel: pr_pid at 32, pr_reg (the architecture's elf_gregset_t) at 112,
+# then pr_fpvalid and padding to 8 bytes. Only pr_reg's length differs between architectures.
 PRSTATUS_PID_OFFSET = 32
 PRSTATUS_REGS_OFFSET = 112
 X86_64_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi",
                "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")
+# arm64's struct user_pt_regs: x0..x30, sp, pc, pstate.
+AARCH64_REGS = (*(f"x{i}" for i in range(31)), "sp", "pc", "pstate")
+
+
+@dataclass(frozen=True)
+class RegisterLayout:
+    """An architecture's NT_PRSTATUS: its size, pr_reg's register names in order, and which are pc and sp."""
+
+    arch: str
+    prstatus_size: int
+    regs: tuple[str, ...]
+    pc: str
+    sp: str
+
+
+PRSTATUS_LAYOUTS = {
+    EM_X86_64: RegisterLayout("x86_64", 336, X86_64_REGS, pc="rip", sp="rsp"),
+    EM_AARCH64: RegisterLayout("arm64", 392, AARCH64_REGS, pc="pc", sp="sp"),
+}
+PRSTATUS_SIZE = PRSTATUS_LAYOUTS[EM_X86_64].prstatus_size  # x86-64's, as before other architectures
 # struct livedump_note, include/uapi/linux/livedump.h: version 1, then what version 2 adds (what the dump cost).
 _LIVEDUMP_NOTE = struct.Struct("<IIqQQQQQQQQ128s")
 FAULT_HIST_BUCKETS = 32
@@ -68,6 +90,29 @@ class Note:
 class PrStatus:
     pid: int
     regs: dict[str, int]
+    machine: int = EM_X86_64  # the dump's e_machine: which registers regs names
+
+    @property
+    def layout(self) -> RegisterLayout:
+        return prstatus_layout(self.machine)
+
+    @property
+    def pc(self) -> int:
+        """Where the CPU was executing (x86-64 rip, arm64 pc)."""
+        return self.regs[self.layout.pc]
+
+    @property
+    def sp(self) -> int:
+        """Its stack pointer (x86-64 rsp, arm64 sp)."""
+        return self.regs[self.layout.sp]
+
+
+def prstatus_layout(machine: int) -> RegisterLayout:
+    try:
+        return PRSTATUS_LAYOUTS[machine]
+    except KeyError:
+        known = ", ".join(f"{m} ({layout.arch})" for m, layout in PRSTATUS_LAYOUTS.items())
+        raise NotAnElfDump(f"no NT_PRSTATUS layout for ELF machine {machine}; known: {known}") from None
 
 
 @dataclass(frozen=True)
@@ -204,6 +249,7 @@ class Vmcore:
     notes: tuple[Note, ...]
     # The notes of a stream's trailer; () for a dump written to a target.
     trailer: tuple[Note, ...] = ()
+    machine: int = EM_X86_64  # e_machine
 
     @property
     def loads(self) -> list[Segment]:
@@ -227,14 +273,19 @@ class Vmcore:
         raise KeyError(f"no PT_LOAD holds physical {paddr:#x}..{paddr + size:#x}")
 
     def prstatus(self) -> list[PrStatus]:
+        """The CPUs' NT_PRSTATUS notes, with the registers of the dump's architecture (e_machine)."""
+        notes = [n for n in self.notes if n.name == "CORE" and n.type == NT_PRSTATUS]
+        if not notes:
+            return []
+        layout = prstatus_layout(self.machine)
         out = []
-        for n in self.notes:
-            if n.name == "CORE" and n.type == NT_PRSTATUS:
-                if len(n.desc) != PRSTATUS_SIZE:
-                    raise NotAnElfDump(f"NT_PRSTATUS descriptor is {len(n.desc)} bytes, expected {PRSTATUS_SIZE}")
-                pid, = struct.unpack_from("<i", n.desc, PRSTATUS_PID_OFFSET)
-                regs = struct.unpack_from(f"<{len(X86_64_REGS)}Q", n.desc, PRSTATUS_REGS_OFFSET)
-                out.append(PrStatus(pid, dict(zip(X86_64_REGS, regs, strict=True))))
+        for n in notes:
+            if len(n.desc) != layout.prstatus_size:
+                raise NotAnElfDump(f"NT_PRSTATUS descriptor is {len(n.desc)} bytes, expected "
+                                   f"{layout.prstatus_size} ({layout.arch})")
+            pid, = struct.unpack_from("<i", n.desc, PRSTATUS_PID_OFFSET)
+            regs = struct.unpack_from(f"<{len(layout.regs)}Q", n.desc, PRSTATUS_REGS_OFFSET)
+            out.append(PrStatus(pid, dict(zip(layout.regs, regs, strict=True)), self.machine))
         return out
 
     def vmcoreinfo(self) -> dict[str, str]:
@@ -310,7 +361,7 @@ def read(path: Path) -> Vmcore:
                 f.seek(s.offset)
                 notes += parse_notes(f.read(s.filesz))
         trailer = _read_trailer(f, _segments_end(segments))
-    return Vmcore(path, tuple(segments), tuple(notes), trailer)
+    return Vmcore(path, tuple(segments), tuple(notes), trailer, e_machine)
 
 
 def _segments_end(segments) -> int:

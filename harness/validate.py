@@ -36,7 +36,7 @@ class DrgnView:
     log: str
     nr_prstatus: int
     prstatus_pids: list[int]
-    # Per CPU: the function each CPU was executing at the stop instant (NT_PRSTATUS rip).
+    # Per CPU: the function each CPU was executing at the stop instant (NT_PRSTATUS pc: x86-64 rip, arm64 pc).
     stop_functions: list[str] = field(default_factory=list)
     # Per CPU: drgn's stack trace (function names) of the task running there, from its NT_PRSTATUS registers;
     # call frames only: a function inlined at the saved rip (crash_setup_regs() in some builds) is not a frame.
@@ -75,9 +75,9 @@ def read_with_drgn(dump: Path, vmlinux: Path) -> DrgnView:
     stop_functions, stop_traces = [], []
     for note in prstatus:
         try:
-            stop_functions.append(prog.symbol(note.regs["rip"]).name)
+            stop_functions.append(prog.symbol(note.pc).name)
         except LookupError:
-            stop_functions.append(f"{note.regs['rip']:#x}")
+            stop_functions.append(f"{note.pc:#x}")
         try:
             trace = prog.stack_trace(find_task(prog, note.pid)) if note.pid else []
             stop_traces.append([frame.name or f"{frame.pc:#x}" for frame in trace if not frame.is_inline])

@@ -296,3 +296,56 @@ def test_a_short_trigger_note_is_an_error(tmp_path):
                                [(0x1000, 0xFFFF888000001000, b"A" * 4096)]))
     with pytest.raises(elfcore.NotAnElfDump, match="trigger note is 40 bytes"):
         elfcore.read(path).trigger()
+
+
+# -- arm64 (EM_AARCH64) ----------------------------------------------------------
+
+def arm64_prstatus(pid: int, pc: int, sp: int) -> bytes:
+    """arm64's struct elf_prstatus: 392 bytes, pr_reg = x0..x30, sp, pc, pstate at 112."""
+    desc = bytearray(392)
+    struct.pack_into("<i", desc, 32, pid)
+    regs = [0x1000 + i for i in range(31)] + [sp, pc, 0x3c5]
+    struct.pack_into("<34Q", desc, 112, *regs)
+    return bytes(desc)
+
+
+def core_with_machine(tmp_path, machine: int, *prstatus_descs: bytes):
+    notes = b"".join(note("CORE", elfcore.NT_PRSTATUS, d) for d in prstatus_descs)
+    data = bytearray(make_core(notes, [(0x40000000, 0xFFFF000000000000, b"A" * 4096)]))
+    struct.pack_into("<H", data, 18, machine)
+    path = tmp_path / "core"
+    path.write_bytes(bytes(data))
+    return elfcore.read(path)
+
+
+def test_arm64_prstatus_registers_pc_and_sp(tmp_path):
+    core = core_with_machine(tmp_path, elfcore.EM_AARCH64, arm64_prstatus(7, 0xFFFF800008010000, 0xFFFF80000A003F00),
+                             arm64_prstatus(0, 0xFFFF800008020000, 0xFFFF80000A007F00))
+    assert core.machine == elfcore.EM_AARCH64
+    regs = core.prstatus()
+    assert [r.pid for r in regs] == [7, 0]
+    assert (regs[0].pc, regs[0].sp) == (0xFFFF800008010000, 0xFFFF80000A003F00)
+    assert regs[1].regs["pc"] == 0xFFFF800008020000
+    assert regs[0].regs["x0"] == 0x1000 and regs[0].regs["x30"] == 0x1000 + 30
+    assert regs[0].regs["pstate"] == 0x3c5
+    assert tuple(regs[0].regs) == elfcore.PRSTATUS_LAYOUTS[elfcore.EM_AARCH64].regs == \
+        tuple([f"x{i}" for i in range(31)] + ["sp", "pc", "pstate"])
+
+
+def test_x86_prstatus_pc_and_sp_are_rip_and_rsp(core_file):
+    regs = elfcore.read(core_file[0]).prstatus()
+    assert (regs[1].pc, regs[0].sp) == (0xFFFFFFFF81000010, 0xFFFFC90000003F00)
+
+
+def test_prstatus_size_must_match_the_machine(tmp_path):
+    # An x86-64 sized note in an arm64 dump (and the reverse) is refused, naming the expected size.
+    with pytest.raises(elfcore.NotAnElfDump, match="336 bytes, expected 392 \\(arm64\\)"):
+        core_with_machine(tmp_path, elfcore.EM_AARCH64, prstatus(0, 1, 2)).prstatus()
+    with pytest.raises(elfcore.NotAnElfDump, match="392 bytes, expected 336 \\(x86_64\\)"):
+        core_with_machine(tmp_path, elfcore.EM_X86_64, arm64_prstatus(0, 1, 2)).prstatus()
+
+
+def test_prstatus_of_an_unknown_machine_is_an_error_not_a_guess(tmp_path):
+    with pytest.raises(elfcore.NotAnElfDump, match="no NT_PRSTATUS layout for ELF machine 243"):
+        core_with_machine(tmp_path, 243, arm64_prstatus(0, 1, 2)).prstatus()
+    assert core_with_machine(tmp_path, 243).prstatus() == []  # no notes: nothing to lay out
