@@ -373,7 +373,7 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
     """One boot at this RAM size: everything the module docstring lists; the dumps leave out ``exclude``."""
     nbytes = dump_mod.memory_bytes(size)
     mib = nbytes >> 20
-    accel = p.accel(p.build().bzimage).accel
+    accel = p.accel(p.build().image).accel
     kernel = p.build()
     row = BenchRow(memory=size, memory_mib=mib, accel=accel, smp=p.options.smp, repeat=repeat,
                    workload_window_ms=window_ms, kernel_release=kernel.release,
@@ -498,7 +498,7 @@ def command(p: Pipeline, args) -> int:
             if e.detail:
                 say(e.detail.rstrip()[-2000:])
             rows.append(BenchRow(memory=size, memory_mib=dump_mod.memory_bytes(size) >> 20,
-                                 accel=p.accel(kernel.bzimage).accel, smp=base.smp, repeat=args.repeat,
+                                 accel=p.accel(kernel.image).accel, smp=base.smp, repeat=args.repeat,
                                  error=f"{e.stage}: {e.message}"))
         finally:
             p.options = base

@@ -1,6 +1,6 @@
 """Kernel build: out-of-tree, incremental, reproducible, logged.
 
-One ``O=`` directory per (tree, fragment set) so that make's own dependency
+One ``O=`` directory per (tree, architecture, fragment set) so that make's own dependency
 tracking keeps rebuilds incremental. A stamp records the key of the last
 good build — (source identity, series digest, .config digest) — so an
 unchanged kernel is not even handed to make.
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import log as hlog
+from .arch import DEFAULT as DEFAULT_ARCH
+from .arch import Arch
 from .errors import BuildError, ToolMissing
 from .runner import Runner
 
@@ -40,21 +42,32 @@ _ERROR_LINE = re.compile(r"(error:|Error \d+|undefined reference|No rule to make
 @dataclass(frozen=True)
 class BuildResult:
     build_dir: Path
-    bzimage: Path
+    image: Path  # what QEMU boots: arch/x86/boot/bzImage, arch/arm64/boot/Image
     vmlinux: Path
     headers: Path  # installed uapi headers, for static guest helpers
     release: str
     rebuilt: bool
 
+    @property
+    def bzimage(self) -> Path:
+        """The bootable image by its x86 name, for callers from before other architectures."""
+        return self.image
 
-def make_vars() -> dict[str, str]:
-    """Variables given to every make call, config and build alike (same CC)."""
-    cc = "gcc"
+
+def make_vars(arch: Arch = DEFAULT_ARCH) -> dict[str, str]:
+    """Variables given to every make call, config and build alike (same CC).
+
+    They are part of the build key: x86_64's are the words they were before
+    other architectures, so its builds stay up to date.
+    """
+    cc = arch.helper_cc
     if shutil.which("ccache"):
-        cc = "ccache gcc"
+        cc = f"ccache {cc}"
+    # ARCH and CROSS_COMPILE first: the order make is given them in the logged command line.
+    cross = {"ARCH": arch.kernel_arch, "CROSS_COMPILE": arch.cross_compile} if arch.cross else {}
     # An explicit (empty) LOCALVERSION keeps setlocalversion from appending
     # "+" for a git tree: the release stays what the config says.
-    return {"CC": cc, "LOCALVERSION": ""}
+    return {**cross, "CC": cc, "LOCALVERSION": ""}
 
 
 def build_key(source_identity: str, series_digest: str, config: Path, mvars: dict[str, str]) -> str:
@@ -106,26 +119,28 @@ def build_progress(log: Path) -> str:
     return f"{len(lines)} lines of make output" + (f", last: {last}" if last else "")
 
 
-def result_for(build_dir: Path, rebuilt: bool) -> BuildResult:
+def result_for(build_dir: Path, rebuilt: bool, arch: Arch = DEFAULT_ARCH) -> BuildResult:
     release_file = build_dir / "include" / "config" / "kernel.release"
     release = release_file.read_text().strip() if release_file.is_file() else ""
-    return BuildResult(build_dir, build_dir / "arch" / "x86" / "boot" / "bzImage", build_dir / "vmlinux",
+    return BuildResult(build_dir, build_dir / arch.image, build_dir / "vmlinux",
                        build_dir / "usr" / "include", release, rebuilt)
 
 
 def build(src: Path, build_dir: Path, key: str, runner: Runner, log: Path, *, jobs: int | None = None,
-          mvars: dict[str, str] | None = None, progress_every: float = hlog.PROGRESS_EVERY) -> BuildResult:
+          mvars: dict[str, str] | None = None, progress_every: float = hlog.PROGRESS_EVERY,
+          arch: Arch = DEFAULT_ARCH) -> BuildResult:
     for tool, package in REQUIRED_TOOLS.items():
         if shutil.which(tool) is None:
             raise ToolMissing("build", tool, package)
-    mvars = make_vars() if mvars is None else mvars
+    arch.require_compiler("build")
+    mvars = make_vars(arch) if mvars is None else mvars
     stamp = build_dir / STAMP
-    done = result_for(build_dir, rebuilt=False)
-    if stamp.is_file() and stamp.read_text().strip() == key and done.bzimage.is_file() and done.vmlinux.is_file():
+    done = result_for(build_dir, rebuilt=False, arch=arch)
+    if stamp.is_file() and stamp.read_text().strip() == key and done.image.is_file() and done.vmlinux.is_file():
         return done
     jobs = jobs or os.cpu_count() or 1
     argv = ["make", "-C", str(src), f"O={build_dir}", f"-j{jobs}", *(f"{k}={v}" for k, v in mvars.items()),
-            "bzImage", "headers", "modules"]
+            arch.image_target, "headers", "modules"]
     log.parent.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
     release = release_of(src, build_dir / ".config")
@@ -146,4 +161,4 @@ def build(src: Path, build_dir: Path, key: str, runner: Runner, log: Path, *, jo
     seconds = time.monotonic() - start
     (build_dir / DURATION).write_text(f"{seconds:.1f}\n")
     hlog.info(f"built {release} in {hlog.elapsed(seconds)}")
-    return result_for(build_dir, rebuilt=True)
+    return result_for(build_dir, rebuilt=True, arch=arch)

@@ -7,6 +7,9 @@ unless asked for drgn only) and returns named checks. The judging is plain funct
 crash read (:func:`drgn_checks`, :func:`unwind_checks`, :func:`crash_checks`), so it is unit-tested on
 made-up views and sessions.
 
+A reader that cannot read the dump's architecture (Debian's crash is x86-64 only) gives a skipped check
+that says why (:meth:`Check.skip`): neither a pass nor a failure, and never silent.
+
 Every check fails closed: a crash command that printed nothing failed
 (:meth:`validate.CrashSession.failures`), ``livedump -c`` must say ``result: OK``
 (:meth:`validate.CrashSession.livedump_check_ok`), a crash that cannot tell whether it reads ``struct pid``
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import consistency, validate
+from .arch import DEFAULT as DEFAULT_ARCH
+from .arch import Arch
 from .dump import LOAD_TASK, DumpRun, Markers
 
 # crash with crash-patches/livedump.so loaded (it repairs what crash 8.0.2 misreads on 6.1).
@@ -38,6 +43,21 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+    # Not made (detail says why): not ok, and not a failure either.
+    skipped: bool = False
+
+    @classmethod
+    def skip(cls, name: str, reason: str) -> Check:
+        return cls(name, False, reason, skipped=True)
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok and not self.skipped
+
+    @property
+    def verdict(self) -> str:
+        """ok, FAIL or skip, four wide: how a check's line starts."""
+        return "skip" if self.skipped else "ok  " if self.ok else "FAIL"
 
     def __str__(self) -> str:
         return f"{self.name}: {self.detail}" if self.detail else self.name
@@ -68,7 +88,11 @@ class DumpVerdict:
 
     @property
     def failed(self) -> list[str]:
-        return [str(c) for c in self.checks if not c.ok]
+        return [str(c) for c in self.checks if c.failed]
+
+    @property
+    def skipped(self) -> list[str]:
+        return [str(c) for c in self.checks if c.skipped]
 
     def named(self, prefix: str) -> list[Check]:
         return [c for c in self.checks if c.name.startswith(prefix)]
@@ -78,19 +102,27 @@ def _no_stage(name: str) -> AbstractContextManager:
     return contextlib.nullcontext()
 
 
+CRASH_SKIPPED = "crash: reads the dump with the livedump extension"
+
+
 def check_dump(image: Path, vmlinux: Path, saw: GuestSaw, *, crash_dir: Path | None = None,
-               stage: Callable[[str], AbstractContextManager] = _no_stage) -> DumpVerdict:
+               stage: Callable[[str], AbstractContextManager] = _no_stage,
+               arch: Arch = DEFAULT_ARCH) -> DumpVerdict:
     """Read ``image`` with drgn, and with crash when ``crash_dir`` is given (its extension is built and its
     log written there); ``stage(name)`` wraps each reader (a run's stage timer).
 
     drgn only is what every livedump kernel must show (bisect's default test: a kernel from early in the
-    series is not judged by what later patches add); with crash, every check make test-qemu makes.
+    series is not judged by what later patches add); with crash, every check make test-qemu makes. A dump
+    of an ``arch`` crash cannot read gets the skipped check CRASH_SKIPPED with the reason instead.
     """
     with stage("drgn"):
         view = validate.read_with_drgn(image, vmlinux)
     checks = drgn_checks(view, saw)
     if crash_dir is None:
         return DumpVerdict(checks, view)
+    if not arch.reads("crash"):
+        return DumpVerdict(checks + unwind_checks(view, saw)
+                           + [Check.skip(CRASH_SKIPPED, arch.reader_skip_reason("crash"))], view)
     with stage("crash"):
         extension = validate.build_crash_extension(crash_dir / "crash-extension")
         session = validate.run_crash(image, vmlinux, CRASH_COMMANDS, log=crash_dir / "crash.log",

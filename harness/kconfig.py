@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .arch import DEFAULT as DEFAULT_ARCH
+from .arch import Arch
 from .errors import ConfigError
 from .runner import Runner
 from .source import release_from_makefile
@@ -227,17 +229,19 @@ class ConfigResult:
     changed: bool
 
 
-def kconfig_env(src: Path, make_vars: Mapping[str, str], kernel_version: str) -> dict[str, str]:
-    """The environment the kernel's Makefile gives Kconfig on x86-64."""
-    cc = make_vars.get("CC", "gcc")
+def kconfig_env(src: Path, make_vars: Mapping[str, str], kernel_version: str,
+                arch: Arch = DEFAULT_ARCH) -> dict[str, str]:
+    """The environment the kernel's Makefile gives Kconfig for ``arch``: its ARCH and SRCARCH, and the
+    compiler and binutils make uses, for $(cc-option) and friends."""
+    cc = make_vars.get("CC", arch.helper_cc)
     version_text = subprocess.run(f"{cc} --version", shell=True, capture_output=True, text=True).stdout
-    return {
+    env = {
         "srctree": str(src),
-        "ARCH": "x86_64",
-        "SRCARCH": "x86",
+        "ARCH": arch.kernel_arch,
+        "SRCARCH": arch.srcarch,
         "KERNELVERSION": kernel_version,
         "CC": cc,
-        "LD": make_vars.get("LD", "ld"),
+        "LD": make_vars.get("LD", f"{arch.cross_compile}ld"),
         "HOSTCC": "gcc",
         "HOSTCXX": "g++",
         "CC_VERSION_TEXT": version_text.splitlines()[0] if version_text else "",
@@ -245,10 +249,15 @@ def kconfig_env(src: Path, make_vars: Mapping[str, str], kernel_version: str) ->
         "BINDGEN": "bindgen",
         "PAHOLE": "pahole",
     }
+    if arch.cross:
+        # TOOLS_SUPPORT_RELR asks these: arm64's relocatable kernel uses RELR when the cross binutils can.
+        env["NM"] = make_vars.get("NM", f"{arch.cross_compile}nm")
+        env["OBJCOPY"] = make_vars.get("OBJCOPY", f"{arch.cross_compile}objcopy")
+    return env
 
 
 def configure(src: Path, build_dir: Path, fragments: list[Path], make_vars: Mapping[str, str],
-              runner: Runner, log: Path | None = None) -> ConfigResult:
+              runner: Runner, log: Path | None = None, arch: Arch = DEFAULT_ARCH) -> ConfigResult:
     """Write ``build_dir/.config`` from the fragments; verify; replace only on change."""
     requests = merge_requests(fragments)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +278,7 @@ def configure(src: Path, build_dir: Path, fragments: list[Path], make_vars: Mapp
     if runner.dry_run:
         return ConfigResult(config, False)
     version = release_from_makefile((src / "Makefile").read_text()) or ""
-    mismatches = verify(src / "Kconfig", candidate, requests, kconfig_env(src, make_vars, version))
+    mismatches = verify(src / "Kconfig", candidate, requests, kconfig_env(src, make_vars, version, arch))
     if mismatches:
         candidate.unlink(missing_ok=True)
         first = mismatches[0]

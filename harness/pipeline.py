@@ -12,19 +12,21 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import arch as arch_mod
 from . import build as build_mod
 from . import kconfig, locking, log, patches, qemu, rootfs, source
 from .artifacts import Run
 from .console import GuestConsole, Timeouts
 from .errors import HarnessError
 from .runner import Runner
-from .settings import FRAGMENTS_DIR, LOCK_FILE, SERIES_DIR, Paths
+from .settings import LOCK_FILE, SERIES_DIR, Paths
 
 DEFAULT_FRAGMENTS = ("base", "livedump")
 
 
 @dataclass
 class Options:
+    arch: arch_mod.Arch = arch_mod.DEFAULT  # the guest's architecture: what is built and booted
     fragments: tuple[str, ...] = DEFAULT_FRAGMENTS
     kernel_src: Path | None = None  # a git tree used as it is, instead of the pinned source
     accel: str = "auto"
@@ -115,8 +117,13 @@ class Pipeline:
         return tree
 
     # -- config and build ------------------------------------------------
+    @property
+    def arch(self) -> arch_mod.Arch:
+        return self.options.arch
+
     def fragment_paths(self) -> list[Path]:
-        return [FRAGMENTS_DIR / f"{name}.config" for name in self.options.fragments]
+        """The fragments by name, each the architecture's own version where it has one."""
+        return [self.arch.fragment(name) for name in self.options.fragments]
 
     def build_dir(self) -> Path:
         tree = self.tree()
@@ -124,14 +131,15 @@ class Pipeline:
             tag = tree.name
         else:
             tag = "tree-" + hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:12]
-        return self.paths.builds / f"{tag}-{'+'.join(self.options.fragments)}"
+        return self.paths.builds / f"{tag}-{self.arch.build_tag()}{'+'.join(self.options.fragments)}"
 
     def configure(self) -> kconfig.ConfigResult:
+        self.arch.require_compiler("config")  # make's own error for a missing cross gcc names no package
         tree = self.tree()
         build_dir = self.build_dir()
         with self.run.stage("config"):
-            result = kconfig.configure(tree, build_dir, self.fragment_paths(), build_mod.make_vars(), self.runner,
-                                       log=self.run.path("config.log"))
+            result = kconfig.configure(tree, build_dir, self.fragment_paths(), build_mod.make_vars(self.arch),
+                                       self.runner, log=self.run.path("config.log"), arch=self.arch)
         if result.config.is_file():
             shutil.copyfile(result.config, self.run.path("config"))
         say(f"config {'updated' if result.changed else 'unchanged'}: {result.config}")
@@ -152,14 +160,17 @@ class Pipeline:
         tree = self.tree()
         identity = patches.tree_identity(tree, self.runner) if (tree / ".git").exists() else str(tree)
         series_digest = self.series().digest if self.options.kernel_src is None else ""
-        mvars = build_mod.make_vars()
+        mvars = build_mod.make_vars(self.arch)
         key = build_mod.build_key(identity, series_digest, config.config, mvars) if not self.runner.dry_run else ""
         with self.run.stage("build"):
             result = build_mod.build(tree, config.config.parent, key, self.runner, self.run.path("build.log"),
-                                     jobs=self.options.jobs, mvars=mvars)
-        say(f"kernel {result.release} {'built' if result.rebuilt else 'up to date'}: {result.bzimage}")
-        self.run.facts["kernel"] = {"release": result.release, "bzImage": str(result.bzimage),
-                                    "vmlinux": str(result.vmlinux), "rebuilt": result.rebuilt}
+                                     jobs=self.options.jobs, mvars=mvars, arch=self.arch)
+        say(f"kernel {result.release} {'built' if result.rebuilt else 'up to date'}: {result.image}")
+        # The image under its own name (bzImage, Image); "arch" only for another than x86_64, whose
+        # result.json keeps the words it had.
+        self.run.facts["kernel"] = {"release": result.release, result.image.name: str(result.image),
+                                    "vmlinux": str(result.vmlinux), "rebuilt": result.rebuilt,
+                                    **({} if self.arch is arch_mod.DEFAULT else {"arch": self.arch.name})}
         self._build = result
         return result
 
@@ -169,31 +180,35 @@ class Pipeline:
         tool_helpers, tool_scripts = rootfs.livedump_tool(kernel.headers)
         if not tool_scripts:
             say(f"no linux/livedump.h in {kernel.headers}: the guest gets no livedump tool")
-        spec = rootfs.RootfsSpec(helpers=rootfs.default_helpers() + tool_helpers,
+        spec = rootfs.RootfsSpec(busybox=self.arch.busybox(self.paths), helpers=rootfs.default_helpers() + tool_helpers,
                                  scripts=tool_scripts | rootfs.kernel_modules(kernel.build_dir),
-                                 include_dirs=(kernel.headers,))
+                                 include_dirs=(kernel.headers,), arch=self.arch)
         out = self.run.path("initramfs.cpio")
-        say(f"building the initramfs (busybox, the overlay, {len(spec.helpers)} static helpers with gcc): {out}")
+        say(f"building the initramfs (busybox, the overlay, {len(spec.helpers)} static helpers with "
+            f"{self.arch.helper_cc}): {out}")
         with self.run.stage("rootfs"):
             out = rootfs.build(spec, out, self.runner)
         return out
 
     def accel(self, kernel: Path) -> qemu.AccelChoice:
         if self._accel is None:
-            self._accel = qemu.choose_accel(self.options.accel, kernel, warn=say)
+            self._accel = qemu.choose_accel(self.options.accel, kernel, warn=say, arch=self.arch)
             self.run.facts["accel"] = {"used": self._accel.accel, "why": self._accel.reason}
         return self._accel
 
     def qemu_config(self, disks: tuple[qemu.Disk, ...] = (), append: tuple[str, ...] = (),
                     hold_socket: Path | None = None) -> qemu.QemuConfig:
-        qemu.require_qemu()  # before the build: do not make the user wait to learn that QEMU is missing
+        # Before the build: do not make the user wait to learn that QEMU is missing, or cannot do this.
+        qemu.require_qemu(self.arch)
+        if hold_socket is not None:
+            qemu.require_hold_support(self.arch)
         kernel = self.build()
         initrd = self.rootfs()
-        accel = self.accel(kernel.bzimage)
-        return qemu.QemuConfig(kernel=kernel.bzimage, initrd=initrd, accel=accel.accel, smp=self.options.smp,
+        accel = self.accel(kernel.image)
+        return qemu.QemuConfig(kernel=kernel.image, initrd=initrd, accel=accel.accel, smp=self.options.smp,
                                memory=self.options.memory, disks=disks, append=self.options.append + append,
                                qmp_socket=self.run.path("qmp.sock"), hold_socket=hold_socket,
-                               extra=self.options.qemu_opts)
+                               extra=self.options.qemu_opts, arch=self.arch)
 
     def boot(self, disks: tuple[qemu.Disk, ...] = (), *, interactive: bool = False,
              tag: str = "", append: tuple[str, ...] = (), hold_socket: Path | None = None) -> GuestConsole:

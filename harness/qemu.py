@@ -3,11 +3,16 @@
 KVM is only used after a real boot attempt shows kernel output within a few
 seconds: on nested setups ``/dev/kvm`` exists and QEMU still hangs in the
 BIOS. Falling back to TCG is announced loudly and recorded in result.json.
+A guest of another architecture than the host's (arm64 on x86-64) runs under
+TCG only: there is nothing to probe.
+
+The machine, CPU, console and binary come from :mod:`harness.arch`.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import select
 import shutil
 import subprocess
@@ -17,12 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fsimage
-from .errors import ToolMissing
+from .arch import DEFAULT as DEFAULT_ARCH
+from .arch import Arch
+from .errors import HarnessError, ToolMissing
 
-QEMU = "qemu-system-x86_64"
+QEMU = DEFAULT_ARCH.qemu
 # loglevel=5: warnings and worse reach the console (the harness scans them),
 # routine boot chatter stays in the ring buffer and out of command output.
-BASE_APPEND = ("console=ttyS0", "panic=-1", "oops=panic", "loglevel=5", "printk.time=1")
+COMMON_APPEND = ("panic=-1", "oops=panic", "loglevel=5", "printk.time=1")
+# arm64: the kernel uses pseudo-NMIs (GICv3 priority masking) only when asked; livedump's stop must work
+# with them, so the guest runs with them as a production arm64 kernel that enables them does.
+ARCH_APPEND = {"arm64": ("irqchip.gicv3_pseudo_nmi=1",)}
+
+
+def base_append(arch: Arch = DEFAULT_ARCH) -> tuple[str, ...]:
+    """The harness's own kernel command line for a guest of ``arch``."""
+    return (f"console={arch.console}", *COMMON_APPEND, *ARCH_APPEND.get(arch.name, ()))
+
+
+BASE_APPEND = base_append()
 
 
 def opt_value(value: object) -> str:
@@ -84,14 +102,20 @@ class QemuConfig:
     # and waits for a byte back (the oracle).
     hold_socket: Path | None = None
     extra: tuple[str, ...] = field(default=())
+    arch: Arch = DEFAULT_ARCH
+
+    def __post_init__(self) -> None:
+        if self.hold_socket is not None:
+            require_hold_support(self.arch)
 
     def argv(self) -> list[str]:
-        argv = [QEMU, "-nodefaults", "-display", "none", "-no-reboot",
-                "-accel", self.accel, "-cpu", "host" if self.accel == "kvm" else "max",
+        arch = self.arch
+        argv = [arch.qemu, "-nodefaults", "-display", "none", "-no-reboot", *arch.machine_argv,
+                "-accel", self.accel, "-cpu", "host" if self.accel == "kvm" else arch.tcg_cpu,
                 "-smp", str(self.smp), "-m", self.memory,
                 "-serial", "stdio",
                 "-kernel", str(self.kernel),
-                "-append", " ".join(BASE_APPEND + self.append)]
+                "-append", " ".join(base_append(arch) + self.append)]
         if self.initrd is not None:
             argv += ["-initrd", str(self.initrd)]
         for i, disk in enumerate(self.disks):
@@ -104,10 +128,16 @@ class QemuConfig:
         return argv + list(self.extra)
 
 
-def require_qemu() -> str:
-    path = shutil.which(QEMU)
+def require_hold_support(arch: Arch) -> None:
+    if not arch.com2_hold:
+        raise HarnessError("qemu", f"the hold socket (COM2 at I/O port 0x2f8, LIVEDUMP_INIT_TEST_HOLD: the "
+                           f"oracle) is x86 only; an {arch.name} guest has no ISA serial port")
+
+
+def require_qemu(arch: Arch = DEFAULT_ARCH) -> str:
+    path = shutil.which(arch.qemu)
     if path is None:
-        raise ToolMissing("qemu", QEMU, "qemu-system-x86")
+        raise ToolMissing("qemu", arch.qemu, arch.qemu_package)
     return path
 
 
@@ -117,12 +147,12 @@ class AccelChoice:
     reason: str
 
 
-def probe_kvm(kernel: Path, timeout: float = 8.0) -> AccelChoice:
+def probe_kvm(kernel: Path, timeout: float = 8.0, arch: Arch = DEFAULT_ARCH) -> AccelChoice:
     """Boot ``kernel`` under KVM until it prints; any failure means TCG."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return AccelChoice("tcg", "/dev/kvm is missing or not accessible")
     argv = QemuConfig(kernel=kernel, accel="kvm", smp=1, memory="128M",
-                      append=("earlyprintk=ttyS0",)).argv()
+                      append=arch.early_console, arch=arch).argv()
     start = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -147,10 +177,18 @@ def probe_kvm(kernel: Path, timeout: float = 8.0) -> AccelChoice:
         proc.wait()
 
 
-def choose_accel(requested: str, kernel: Path, *, warn=lambda msg: print(msg, file=sys.stderr)) -> AccelChoice:
+def choose_accel(requested: str, kernel: Path, *, warn=lambda msg: print(msg, file=sys.stderr),
+                 arch: Arch = DEFAULT_ARCH, host_machine: str | None = None) -> AccelChoice:
+    foreign = not arch.kvm_usable_here(host_machine)
+    host = host_machine or platform.machine()
+    if requested == "kvm" and foreign:
+        raise HarnessError("qemu", f"KVM cannot run an {arch.name} guest on this {host} host; use --accel tcg")
     if requested in ("kvm", "tcg"):
         return AccelChoice(requested, f"requested with --accel {requested}")
-    choice = probe_kvm(kernel)
+    if foreign:
+        # Expected, not a fallback: no warning.
+        return AccelChoice("tcg", f"an {arch.name} guest on an {host} host runs under TCG (KVM cannot run it)")
+    choice = probe_kvm(kernel, arch=arch)
     if choice.accel == "tcg":
         warn(f"WARNING: KVM unusable, falling back to TCG (slow, software emulation): {choice.reason}")
     return choice

@@ -3,6 +3,11 @@
 The same ``buildroot-config/rootfs-overlay`` is used by the Buildroot
 defconfig (``BR2_ROOTFS_OVERLAY``) for people who build the rootfs with
 Buildroot; here it is packed directly with :mod:`harness.cpio`.
+
+For another architecture than the host's (``--arch arm64``) the helpers are
+built with its cross gcc, busybox is that architecture's (extracted by
+``make setup``), and its applets are listed by running it under
+qemu-user.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cpio
+from .arch import DEFAULT as DEFAULT_ARCH
+from .arch import Arch
 from .errors import HarnessError, ToolMissing
 from .runner import Runner
 from .settings import REPO_ROOT, ROOTFS_OVERLAY, TOOLS_DIR
@@ -25,6 +32,12 @@ BASE_DIRS = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", 
              "mnt", "var")
 # Nodes needed before /init mounts devtmpfs (the kernel opens /dev/console itself).
 DEVICE_NODES = (("dev/console", 5, 1, 0o600), ("dev/null", 1, 3, 0o666), ("dev/ttyS0", 4, 64, 0o600))
+
+
+def device_nodes(arch: Arch = DEFAULT_ARCH) -> tuple[tuple[str, int, int, int], ...]:
+    """DEVICE_NODES and the architecture's serial console (arm64's PL011: ttyAMA0, 204:64) beside ttyS0."""
+    console = (f"dev/{arch.console}", *arch.console_node, 0o600)
+    return DEVICE_NODES if console in DEVICE_NODES else (*DEVICE_NODES, console)
 
 
 class RootfsError(HarnessError):
@@ -42,6 +55,8 @@ class RootfsSpec:
     scripts: dict[str, Path] = field(default_factory=dict)
     # -I directories for the helpers (the kernel's installed uapi headers).
     include_dirs: tuple[Path, ...] = ()
+    # Whose busybox (its runner lists the applets), compiler and console node.
+    arch: Arch = DEFAULT_ARCH
 
 
 def default_helpers() -> tuple[Path, ...]:
@@ -86,12 +101,26 @@ def is_static_elf(path: Path) -> bool:
     return True
 
 
-def busybox_entries(busybox: Path, runner: Runner) -> list[cpio.Entry]:
+def elf_machine(path: Path) -> int:
+    with open(path, "rb") as f:
+        ident = f.read(20)
+    return struct.unpack_from("<H", ident, 18)[0] if len(ident) == 20 and ident[:4] == b"\x7fELF" else -1
+
+
+def busybox_entries(busybox: Path, runner: Runner, arch: Arch = DEFAULT_ARCH) -> list[cpio.Entry]:
     if not busybox.is_file():
+        if arch.busybox_dir:
+            raise RootfsError(f"no {arch.name} busybox at {busybox}: make setup (scripts/setup.sh) downloads "
+                              f"busybox-static:{arch.name} and extracts it there")
         raise ToolMissing("rootfs", str(busybox), "busybox-static")
     if not is_static_elf(busybox):
         raise RootfsError(f"{busybox} is not a static executable; install busybox-static")
-    listing = runner.run([str(busybox), "--list-full"], capture=True, mutates=False).stdout.split()
+    if elf_machine(busybox) != arch.elf_machine:
+        raise RootfsError(f"{busybox} is not an {arch.name} executable (ELF machine {elf_machine(busybox)}, "
+                          f"expected {arch.elf_machine})")
+    arch.require_busybox_runner("rootfs")
+    listing = runner.run([*arch.busybox_runner, str(busybox), "--list-full"], capture=True,
+                         mutates=False).stdout.split()
     entries = [cpio.Entry.file("bin/busybox", busybox.read_bytes(), 0o755)]
     for applet in listing:
         if applet != "bin/busybox":
@@ -118,10 +147,12 @@ def overlay_entries(overlay: Path) -> list[cpio.Entry]:
     return entries
 
 
-def compile_helper(source: Path, out: Path, include_dirs: tuple[Path, ...], runner: Runner) -> None:
-    if shutil.which("gcc") is None:
-        raise ToolMissing("rootfs", "gcc", "gcc")
-    argv = ["gcc", "-static", "-O2", "-Wall", "-Werror", *(f"-I{d}" for d in include_dirs), "-o", str(out),
+def compile_helper(source: Path, out: Path, include_dirs: tuple[Path, ...], runner: Runner,
+                   arch: Arch = DEFAULT_ARCH) -> None:
+    cc = arch.helper_cc
+    if shutil.which(cc) is None:
+        raise ToolMissing("rootfs", cc, arch.compiler_package)
+    argv = [cc, "-static", "-O2", "-Wall", "-Werror", *(f"-I{d}" for d in include_dirs), "-o", str(out),
             str(source)]
     r = runner.run(argv, check=False, capture=True)
     if r.returncode != 0:
@@ -136,9 +167,9 @@ def build(spec: RootfsSpec, out: Path, runner: Runner) -> Path:
 
     for d in BASE_DIRS:
         add(cpio.Entry.directory(d, 0o1777 if d == "tmp" else 0o755))
-    for name, major, minor, perm in DEVICE_NODES:
+    for name, major, minor, perm in device_nodes(spec.arch):
         add(cpio.Entry.char_device(name, major, minor, perm))
-    for e in busybox_entries(spec.busybox, runner):
+    for e in busybox_entries(spec.busybox, runner, spec.arch):
         add(e)
     for e in overlay_entries(spec.overlay):
         add(e)
@@ -147,7 +178,7 @@ def build(spec: RootfsSpec, out: Path, runner: Runner) -> Path:
     with tempfile.TemporaryDirectory(prefix="livedump-helpers-") as tmp:
         for source in spec.helpers:
             binary = Path(tmp) / source.stem
-            compile_helper(source, binary, spec.include_dirs, runner)
+            compile_helper(source, binary, spec.include_dirs, runner, spec.arch)
             if not runner.dry_run:
                 add(cpio.Entry.file(f"usr/bin/{source.stem}", binary.read_bytes(), 0o755))
     if "init" not in entries:

@@ -19,7 +19,7 @@ def probes(monkeypatch) -> list[Path]:
     """Every KVM probe the pipelines make (the real one boots a guest)."""
     made: list[Path] = []
 
-    def choose(requested, kernel, *, warn=None):
+    def choose(requested, kernel, *, warn=None, arch=None):
         made.append(kernel)
         return qemu.AccelChoice("kvm", "a guest printed within 2 s")
 
