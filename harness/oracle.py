@@ -24,7 +24,7 @@ from . import elfcore, oraclecheck
 from .console import GuestConsole
 from .errors import HarnessError
 from .pipeline import Pipeline, say
-from .qemu import Disk
+from .qemu import Disk, require_hold_support
 from .qmp import QmpClient
 
 HOLD_SOCKET = "hold.sock"  # COM2, in the run directory
@@ -218,6 +218,7 @@ def command(p: Pipeline, args) -> int:
     """Exit 0: every run compared and no page unexplained; 1: unexplained pages (or a run that failed)."""
     if args.runs < 1:
         raise OracleError("--runs must be at least 1")
+    require_hold_support(p.arch)  # before a build that could not be used
     kernel = p.build()
     if not (kernel.headers / "linux" / "livedump.h").is_file():
         raise OracleError("this kernel has no livedump (series or fragment missing)")

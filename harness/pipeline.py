@@ -200,6 +200,7 @@ class Pipeline:
                     hold_socket: Path | None = None) -> qemu.QemuConfig:
         # Before the build: do not make the user wait to learn that QEMU is missing, or cannot do this.
         qemu.require_qemu(self.arch)
+        qemu.require_accel_possible(self.options.accel, self.arch)
         if hold_socket is not None:
             qemu.require_hold_support(self.arch)
         kernel = self.build()

@@ -177,12 +177,17 @@ def probe_kvm(kernel: Path, timeout: float = 8.0, arch: Arch = DEFAULT_ARCH) -> 
         proc.wait()
 
 
+def require_accel_possible(requested: str, arch: Arch = DEFAULT_ARCH, host_machine: str | None = None) -> None:
+    if requested == "kvm" and not arch.kvm_usable_here(host_machine):
+        raise HarnessError("qemu", f"KVM cannot run an {arch.name} guest on this {host_machine or platform.machine()} "
+                           "host; use --accel tcg")
+
+
 def choose_accel(requested: str, kernel: Path, *, warn=lambda msg: print(msg, file=sys.stderr),
                  arch: Arch = DEFAULT_ARCH, host_machine: str | None = None) -> AccelChoice:
+    require_accel_possible(requested, arch, host_machine)
     foreign = not arch.kvm_usable_here(host_machine)
     host = host_machine or platform.machine()
-    if requested == "kvm" and foreign:
-        raise HarnessError("qemu", f"KVM cannot run an {arch.name} guest on this {host} host; use --accel tcg")
     if requested in ("kvm", "tcg"):
         return AccelChoice(requested, f"requested with --accel {requested}")
     if foreign:

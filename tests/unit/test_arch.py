@@ -408,3 +408,23 @@ def test_qemu_user_missing_names_its_package(tmp_path, monkeypatch):
     with pytest.raises(ToolMissing, match="qemu-aarch64-static not found; install the Debian package "
                                           "qemu-user-static"):
         rootfs.busybox_entries(busybox, RecordingRunner(tmp_path), ARM64)
+
+
+def test_kvm_for_a_foreign_guest_is_refused_before_the_build(tmp_path, monkeypatch):
+    monkeypatch.setattr(qemu, "require_qemu", lambda arch: "/usr/bin/" + arch.qemu)
+    monkeypatch.setattr(qemu.platform, "machine", lambda: "x86_64")
+    p = pipeline(tmp_path, arch=ARM64, accel="kvm")
+    monkeypatch.setattr(p, "build", lambda: pytest.fail("built before refusing"))
+    with pytest.raises(HarnessError, match="KVM cannot run an arm64 guest on this x86_64 host"):
+        p.qemu_config()
+
+
+def test_the_oracle_refuses_arm64_before_building(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from harness import oracle
+
+    p = pipeline(tmp_path, arch=ARM64)
+    monkeypatch.setattr(p, "build", lambda: pytest.fail("built before refusing"))
+    with pytest.raises(HarnessError, match="x86 only"):
+        oracle.command(p, SimpleNamespace(runs=1))
