@@ -4,7 +4,10 @@ The kernel is built once per session through the same Pipeline as
 ``make test-qemu``; each test module gets its own guest. Set
 LIVEDUMP_ACCEL=tcg to skip the KVM probe, and LIVEDUMP_MEMORY (e.g. 4G, the
 first size whose direct map has 1G pages) to run the suite at another RAM
-size than the default 512M.
+size than the default 512M. LIVEDUMP_ARCH=arm64 runs it on an arm64 guest
+(harness/arch.py), LIVEDUMP_FRAGMENTS=base with a kernel of those fragments
+(until the series has arm64 support, only tests that need no livedump, such
+as test_boot.py, can pass there).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import replace
 
 import pytest
 
+from harness import arch
 from harness.artifacts import Run
 from harness.pipeline import Options, Pipeline
 from harness.settings import Paths
@@ -26,6 +30,10 @@ def pipeline() -> Pipeline:
     options = Options(accel=os.environ.get("LIVEDUMP_ACCEL", "auto"))
     if os.environ.get("LIVEDUMP_MEMORY"):
         options = replace(options, memory=os.environ["LIVEDUMP_MEMORY"])
+    if os.environ.get("LIVEDUMP_ARCH"):
+        options = replace(options, arch=arch.by_name(os.environ["LIVEDUMP_ARCH"]))
+    if os.environ.get("LIVEDUMP_FRAGMENTS"):
+        options = replace(options, fragments=tuple(f for f in os.environ["LIVEDUMP_FRAGMENTS"].split(",") if f))
     p = Pipeline(run, options, paths=paths)
     p.build()
     p.rootfs()
