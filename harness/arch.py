@@ -45,6 +45,14 @@ class Arch:
     # Host dump readers that can read this architecture's dumps: Debian's crash and makedumpfile are built
     # for x86 only.
     host_readers: frozenset[str]
+    # Kernel mappings the series' write protection does not cover on this architecture
+    # (consistency.UNPROTECTED_*): the consistency checker's invariants behind them are its known gaps.
+    unprotected_mappings: frozenset[str] = frozenset()
+    # A guest command that prints how the kernel maps RAM, as /proc/meminfo's "DirectMap4k: N kB" lines
+    # (4K, 2M, 1G leaves): bench's granularity before, during and after a dump.
+    linear_map_cmd: str = "grep DirectMap /proc/meminfo"
+    # test_livedump's latency probe (times a fault's work with the TSC): x86 only.
+    latency_probe: bool = True
 
     @property
     def helper_cc(self) -> str:
@@ -119,6 +127,17 @@ ARM64 = Arch(
     busybox_runner_package="qemu-user-static",
     elf_machine=EM_AARCH64, kvm_host_machines=("aarch64",), com2_hold=False,
     host_readers=frozenset(),
+    # arch/arm64/mm/wrprotect.c protects the linear map and the image's data only (livedump.rst, "arm64").
+    unprotected_mappings=frozenset({"aliases", "user"}),
+    # arm64 has no DirectMap lines: the leaves of the linear map, from the kernel's page table dump
+    # (CONFIG_PTDUMP_DEBUGFS), summed per level, mapped ranges only (MEM/ attributes), in their format.
+    linear_map_cmd=("awk '/Linear Mapping start/ {f = 1; next} /Linear Mapping end/ {f = 0} "
+                    "f && /MEM\\// && $2 ~ /^[0-9]+[KMGT]$/ {u = substr($2, length($2)); "
+                    "n = substr($2, 1, length($2) - 1) * (u == \"K\" ? 1 : u == \"M\" ? 1024 : "
+                    "u == \"G\" ? 1048576 : 1073741824); kb[$3] += n} "
+                    "END {printf \"DirectMap4k: %d kB\\nDirectMap2M: %d kB\\nDirectMap1G: %d kB\\n\", "
+                    "kb[\"PTE\"], kb[\"PMD\"], kb[\"PUD\"]}' /sys/kernel/debug/kernel_page_tables"),
+    latency_probe=False,
 )
 
 ARCHES = {"x86_64": X86_64, "arm64": ARM64}

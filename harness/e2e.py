@@ -101,7 +101,7 @@ def dump_and_validate(p: Pipeline) -> EndToEndChecks:
     else:
         say(f"checking the torture invariants in {disks[2].path.name}")
         with p.run.stage("consistency"), progress("checking consistency"):
-            torture = dumpcheck.check_torture_dump(disks[2].path, kernel.vmlinux, tortured.status)
+            torture = dumpcheck.check_torture_dump(disks[2].path, kernel.vmlinux, tortured.status, arch=arch)
         p.run.path("consistency.txt").write_text(torture.report.text() + "\n")
         print(torture.report.text())
         verdict.add(torture.check)

@@ -166,6 +166,33 @@ def test_a_dump_without_user_protection_says_so():
     assert cc.words_sweep_violations("user sweep (anonymous)", 0x100000000000, [5, 5, 7, 4]).fails
 
 
+def test_an_architecture_without_alias_and_user_protection_is_judged_on_the_rest():
+    """arm64 protects neither the vmalloc and module areas nor user mappings: where its note says so, the
+    invariants behind them are its known gaps, and the dump is judged on the others; x86, which protects
+    them, still refuses such a dump; and arm64 still refuses a torn or unprotected one."""
+    from harness import arch
+
+    counters = {"cow_faults": "12", "failed_pages": "0"}
+    holds = cc.Finding("pair under spinlock", checked=10)
+    gaps = [cc.Finding("sweep (vmap)", checked=64, bad=[(0x1000,)] * 3, known_gap=cc.ALIASES_NOT_PROTECTED),
+            cc.Finding("user sweep (shared)", checked=256, bad=[(0x2000,)] * 5, known_gap=cc.USER_NOT_PROTECTED)]
+    report = cc.Report("d.img", [holds, *gaps], protected=True, failed_pfns=[], aliases_protected=False,
+                       user_protected=False)
+    assert arch.ARM64.unprotected_mappings == {cc.UNPROTECTED_ALIASES, cc.UNPROTECTED_USER}
+    assert arch.X86_64.unprotected_mappings == frozenset()
+    assert cc.protected_dump_problems(report, counters, not_protected_here=arch.ARM64.unprotected_mappings) == []
+    assert cc.protected_dump_problems(report, counters, not_protected_here=arch.X86_64.unprotected_mappings)
+    only_aliases = frozenset({cc.UNPROTECTED_ALIASES})
+    assert any("user mappings" in p for p in
+               cc.protected_dump_problems(report, counters, not_protected_here=only_aliases))
+    torn = cc.Report("d.img", [cc.Finding("pair under spinlock", checked=10, bad=[(0x3000,)]), *gaps],
+                     protected=True, failed_pfns=[], aliases_protected=False, user_protected=False)
+    assert cc.protected_dump_problems(torn, counters, not_protected_here=arch.ARM64.unprotected_mappings)
+    unprotected = cc.Report("d.img", [holds], protected=False, failed_pfns=[])
+    assert cc.protected_dump_problems(unprotected, counters,
+                                      not_protected_here=arch.ARM64.unprotected_mappings)
+
+
 def test_protected_dump_verdict_fails_closed():
     """Each way a dump proves nothing is named: unprotected, torn, unexercised, no COW, lost pages, no counters."""
     holds = cc.Finding("pair under spinlock", checked=10)
