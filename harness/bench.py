@@ -52,7 +52,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import benchstats as stats
+from . import consistency
 from . import dump as dump_mod
+from .arch import DEFAULT as DEFAULT_ARCH
+from .arch import Arch
 from .benchreport import BenchRow, plot, table, write_json
 from .console import GuestConsole
 from .errors import GuestCrashed, GuestTimeout, HarnessError
@@ -127,8 +130,9 @@ def fields_after(text: str, prefix: str) -> dict[str, str]:
     return {}
 
 
-def meminfo(console: GuestConsole) -> dict[str, int | None]:
-    return stats.parse_directmap(console.run("cat /proc/meminfo", check=True).output)
+def meminfo(console: GuestConsole, arch: Arch = DEFAULT_ARCH) -> dict[str, int | None]:
+    """How RAM is mapped now: the kB of 4K, 2M and 1G leaves (x86's DirectMap lines, arm64's linear map)."""
+    return stats.parse_directmap(console.run(arch.linear_map_cmd, check=True).output)
 
 
 def idle_workload(console: GuestConsole, window_ms: int) -> tuple[int, int]:
@@ -141,12 +145,12 @@ def idle_workload(console: GuestConsole, window_ms: int) -> tuple[int, int]:
     return int(w["ops"]), int(w["elapsed_ns"])
 
 
-def sweep_script(window_ms: int) -> str:
+def sweep_script(window_ms: int, arch: Arch = DEFAULT_ARCH) -> str:
     """Guest shell: sweep, then in parallel the poller timing it and the workload; labelled output lines."""
     return ("livedump sweep || exit $?; "
             f"ldbench poll {POLL_MS} 0 state=sweeping {STATUS} >/tmp/bench-sweep & "
             f"echo \"during: $({STATUS} | grep '^state=')\"; "
-            f"grep DirectMap /proc/meminfo; "
+            f"{arch.linear_map_cmd}; "
             f"ldbench fork {window_ms} >/tmp/bench-workload & "
             f"wait; sed 's/^/sweep: /' /tmp/bench-sweep; sed 's/^/workload: /' /tmp/bench-workload")
 
@@ -158,14 +162,14 @@ DEFAULT_EXCLUDE = dump_mod.EVERY_PAGE
 
 
 def one_dump(console: GuestConsole, reason: str, window_ms: int, timeout: float, *,
-             probe: bool = False, exclude: str = DEFAULT_EXCLUDE) -> DumpSample:
+             probe: bool = False, exclude: str = DEFAULT_EXCLUDE, arch: Arch = DEFAULT_ARCH) -> DumpSample:
     console.run(f"livedump init {dump_mod.DUMP_TARGET} --reason {shlex.quote(reason)} --exclude {exclude}",
                 check=True)
     # The probe starts after the stop: its interrupts-off sections must not delay the CPUs entering it.
     probe_cmds = (f"{PROBE_ON}; ", f"; {PROBE_READ}") if probe else ("", "")
     try:
         # start and sweep in one command, as `livedump dump` does: no console round trip in between.
-        out = console.run(f"livedump start || exit $?; {probe_cmds[0]}{sweep_script(window_ms)}{probe_cmds[1]}",
+        out = console.run(f"livedump start || exit $?; {probe_cmds[0]}{sweep_script(window_ms, arch)}{probe_cmds[1]}",
                           timeout=timeout, check=True).output
         status = dump_mod.status(console)
     except (GuestTimeout, GuestCrashed):
@@ -317,10 +321,20 @@ class Control:
     name: str  # field suffix: no_aliases, no_user
     parameter: str  # the module parameter turned off for them
     what: str  # for messages: "alias protection"
+    mappings: str  # what it protects (consistency.UNPROTECTED_*): no control where the architecture never does
 
 
-CONTROLS = (Control("no_aliases", dump_mod.PROTECT_ALIASES, "alias protection"),
-            Control("no_user", dump_mod.PROTECT_USER, "user protection"))
+CONTROLS = (Control("no_aliases", dump_mod.PROTECT_ALIASES, "alias protection", consistency.UNPROTECTED_ALIASES),
+            Control("no_user", dump_mod.PROTECT_USER, "user protection", consistency.UNPROTECTED_USER))
+
+
+def controls_for(arch: Arch) -> tuple[list[Control], list[str]]:
+    """The controls that mean something on ``arch``, and a note for each that does not: a protection the
+    architecture never has would make a control dump the same dump as the measured one."""
+    kept = [c for c in CONTROLS if c.mappings not in arch.unprotected_mappings]
+    notes = [f"{arch.name} never has {c.what}: no control dumps, the *_{c.name} fields are null"
+             for c in CONTROLS if c not in kept]
+    return kept, notes
 
 
 def summarise_control(row: BenchRow, control: Control, samples: list[DumpSample]) -> None:
@@ -387,9 +401,11 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
         with p.boot(disks, tag=size) as console:
             if console.run("command -v livedump && command -v ldbench").status != 0:
                 raise BenchError("the guest has no livedump tool or ldbench helper: is the series applied?")
-            before = meminfo(console)
-            probe = has_probe(console)
-            if not probe:
+            before = meminfo(console, p.arch)
+            probe = p.arch.latency_probe and has_probe(console)
+            if not p.arch.latency_probe:
+                row.notes.append(f"no latency probe on {p.arch.name} (it times with the TSC): probe fields are null")
+            elif not probe:
                 row.notes.append("no latency probe in this kernel (CONFIG_TEST_LIVEDUMP): probe fields are null")
             idle_probes: list[ProbeReading] = []
             dd_probes: list[ProbeReading] = []
@@ -397,12 +413,14 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
             for i in range(1, warmup + 1):
                 say(f"warm-up dump {i}/{warmup} at {size} (not measured)...")
                 warm.append(one_dump(console, f"harness bench {size} warm-up {i}/{warmup}", window_ms,
-                                     long_timeout, exclude=exclude).status)
+                                     long_timeout, exclude=exclude, arch=p.arch).status)
                 say(f"  pause {warm[-1].get('pause_ns')} ns (warm-up)")
             summarise_warmup(row, warm)
             samples, idles = [], []
             controls: dict[Control, list[DumpSample]] = {}
-            for control in CONTROLS:
+            applicable, skipped = controls_for(p.arch)
+            row.notes.extend(skipped)
+            for control in applicable:
                 if console.run(f"test -w {control.parameter}").status == 0:
                     controls[control] = []
                 else:
@@ -417,7 +435,7 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
                     idle_probes.append(probe_read(console))
                 say(f"dump {i}/{repeat} at {size}...")
                 samples.append(one_dump(console, f"harness bench {size} {i}/{repeat}", window_ms, long_timeout,
-                                        probe=probe, exclude=exclude))
+                                        probe=probe, exclude=exclude, arch=p.arch))
                 s = samples[-1]
                 say(f"  pause {s.status.get('pause_ns')} ns, sweep {s.sweep_ns / 1e9:.2f} s, "
                     f"COW faults {s.status.get('cow_faults')}, workload {s.workload_ops} ops in the sweep")
@@ -427,11 +445,11 @@ def measure(p: Pipeline, size: str, repeat: int, window_ms: int, warmup: int = 0
                     dump_mod.set_parameter(console, control.parameter, False)
                     try:
                         taken.append(one_dump(console, f"harness bench {size} {i}/{repeat} {control.name}",
-                                              window_ms, long_timeout, exclude=exclude))
+                                              window_ms, long_timeout, exclude=exclude, arch=p.arch))
                     finally:
                         dump_mod.set_parameter(console, control.parameter, True)
                     say(f"  pause {taken[-1].status.get('pause_ns')} ns without {control.what}")
-            after = meminfo(console)
+            after = meminfo(console, p.arch)
             summarise(row, samples, idles)
             for control, taken in controls.items():
                 summarise_control(row, control, taken)

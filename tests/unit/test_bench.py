@@ -23,6 +23,50 @@ def test_directmap_from_meminfo():
     assert stats.parse_directmap(MEMINFO) == {"4k": 14208, "2m": 510000, "1g": 0}
 
 
+# arch/arm64/mm/ptdump.c's format (6.1): ranges with their size and the level of their leaves; holes have no
+# attributes; a read-only block maps the kernel's text alias. Nothing outside the linear map may count.
+ARM64_PTDUMP = """---[ Linear Mapping start ]---
+0xffff000000000000-0xffff000000200000           2M PTE       RW NX SHD AF            UXN    MEM/NORMAL
+0xffff000000200000-0xffff000000a00000           8M PMD       ro NX SHD AF        BLK UXN    MEM/NORMAL
+0xffff000000a00000-0xffff00001f800000         494M PTE       RW NX SHD AF            UXN    MEM/NORMAL
+0xffff00001f800000-0xffff000020000000        8192K PTE       ro NX SHD AF            UXN    MEM/NORMAL
+0xffff000020000000-0xffff000040000000         512M PMD
+0xffff000040000000-0xffff008000000000         511G PUD
+---[ Linear Mapping end ]---
+---[ Modules start ]---
+0xffff800000000000-0xffff800000200000           2M PTE       RW NX SHD AF            UXN    MEM/NORMAL
+---[ Modules end ]---
+"""
+
+
+def test_arm64_linear_map_granularity_from_the_page_table_dump(tmp_path):
+    """The guest command arm64 uses instead of DirectMap, run by busybox's awk as in the guest."""
+    import shutil
+    import subprocess
+
+    from harness import arch
+
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.fail("busybox (busybox-static, from make setup) is needed to run the guest's awk")
+    dump = tmp_path / "kernel_page_tables"
+    dump.write_text(ARM64_PTDUMP)
+    cmd = arch.ARM64.linear_map_cmd.replace("/sys/kernel/debug/kernel_page_tables", str(dump))
+    out = subprocess.run([busybox, "sh", "-c", cmd.replace("awk ", f"{busybox} awk ", 1)], capture_output=True,
+                         text=True, check=True).stdout
+    assert stats.parse_directmap(out) == {"4k": (2 + 494 + 8) * 1024, "2m": 8 * 1024, "1g": 0}
+    assert arch.X86_64.linear_map_cmd == "grep DirectMap /proc/meminfo"
+
+
+def test_controls_only_where_the_architecture_has_the_protection():
+    from harness import arch
+
+    kept, notes = bench.controls_for(arch.X86_64)
+    assert [c.name for c in kept] == ["no_aliases", "no_user"] and notes == []
+    kept, notes = bench.controls_for(arch.ARM64)
+    assert kept == [] and len(notes) == 2 and all("arm64 never has" in n for n in notes)
+
+
 def test_directmap_line_the_kernel_does_not_print_is_none():
     text = "\n".join(line for line in MEMINFO.splitlines() if "1G" not in line)
     assert stats.parse_directmap(text) == {"4k": 14208, "2m": 510000, "1g": None}
