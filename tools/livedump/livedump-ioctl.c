@@ -192,6 +192,11 @@ static void print_protection(void)
 {
 	int aliases = param_on(PROTECT_ALIASES), user = param_on(PROTECT_USER);
 
+#ifdef __aarch64__
+	/* arm64's write protection has neither, whatever the parameters say. */
+	fprintf(out, "livedump: note: on arm64 only the linear map and the kernel's data are write-protected: what is written through vmalloc, module and user mappings is dumped as found, it may be torn\n");
+	return;
+#endif
 	if (aliases != 1)
 		fprintf(out, "livedump: note: vmalloc and module mappings are not write-protected (%s): what is written through them is dumped as found, it may be torn\n",
 			aliases ? "a kernel without " PROTECT_ALIASES : PROTECT_ALIASES " is N");
