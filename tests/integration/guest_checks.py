@@ -35,3 +35,12 @@ def read_back(pipeline, taken, image, crash_dir, *, apart: tuple[str, ...] = ())
     assert failed == [], failed  # not a test module: pytest does not rewrite this assert
     assert verdict.crash is not None and verdict.named("crash: `kmem -i`"), "crash did not run"
     return verdict
+
+
+def dump_disks_in(pipeline, name: str):
+    """A run subdirectory ``name`` with the usual guest disks for this guest's RAM: (directory, disks, dump
+    image on the host)."""
+    directory = pipeline.run.directory / name
+    directory.mkdir(parents=True, exist_ok=True)
+    disks = dump_mod.dump_disks(directory, dump_mod.memory_bytes(pipeline.options.memory))
+    return directory, disks, dump_mod.dump_image(disks)

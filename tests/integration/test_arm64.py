@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from guest_checks import dump_disks_in
 
 from harness import arch, consistency, e2e
 from harness import dump as dump_mod
@@ -67,10 +68,7 @@ def test_arm64_skips_the_x86_only_readers_and_says_why(end_to_end):
 @pytest.fixture(scope="module")
 def torture(arm64, show):
     kernel = arm64.build()
-    directory = arm64.run.directory / "arm64-consistency"
-    directory.mkdir(parents=True, exist_ok=True)
-    disks = dump_mod.dump_disks(directory, dump_mod.memory_bytes(arm64.options.memory))
-    image = dump_mod.dump_image(disks)
+    directory, disks, image = dump_disks_in(arm64, "arm64-consistency")
     results: dict[str, list] = {"protected": [], "unprotected": []}
     with arm64.boot(disks, tag="arm64-torture") as console:
         if not dump_mod.has_torture(console):

@@ -20,6 +20,7 @@ nothing.
 from __future__ import annotations
 
 import pytest
+from guest_checks import dump_disks_in
 
 from harness import consistency
 from harness import dump as dump_mod
@@ -48,10 +49,7 @@ MIN_TORN_UNPROTECTED = 4
 @pytest.fixture(scope="module")
 def torture(pipeline, show):
     kernel = pipeline.build()
-    directory = pipeline.run.directory / "consistency"
-    directory.mkdir(parents=True, exist_ok=True)
-    disks = dump_mod.dump_disks(directory, dump_mod.memory_bytes(pipeline.options.memory))
-    image = dump_mod.dump_image(disks)
+    directory, disks, image = dump_disks_in(pipeline, "consistency")
     results: dict[str, list[dict]] = {"protected": [], "unprotected": [], "aliases off": [], "user off": []}
     with pipeline.boot(disks) as console:
         if not dump_mod.has_torture(console):
