@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .consistency import UNPROTECTED_ALIASES, UNPROTECTED_USER
 from .elfcore import EM_AARCH64, EM_X86_64
 from .errors import HarnessError, ToolMissing
 from .settings import FRAGMENTS_DIR, Paths
@@ -128,7 +129,7 @@ ARM64 = Arch(
     elf_machine=EM_AARCH64, kvm_host_machines=("aarch64",), com2_hold=False,
     host_readers=frozenset(),
     # arch/arm64/mm/wrprotect.c protects the linear map and the image's data only (livedump.rst, "arm64").
-    unprotected_mappings=frozenset({"aliases", "user"}),
+    unprotected_mappings=frozenset({UNPROTECTED_ALIASES, UNPROTECTED_USER}),
     # arm64 has no DirectMap lines: the leaves of the linear map, from the kernel's page table dump
     # (CONFIG_PTDUMP_DEBUGFS), summed per level, mapped ranges only (MEM/ attributes), in their format.
     linear_map_cmd=("awk '/Linear Mapping start/ {f = 1; next} /Linear Mapping end/ {f = 0} "
