@@ -2,19 +2,19 @@
 
 One guest (2 vCPUs, 512 MiB) runs lib/test_livedump.c's writers and the
 user-space writer ldtorture (an anonymous and a MAP_SHARED shmem region)
-while it is dumped twenty times onto the same disk, user pages included
-(--include-user): five real livedumps, five with the test-only
+while it is dumped 48 times onto the same disk, user pages included
+(--include-user): twelve real livedumps, twelve with the test-only
 --test-no-wrprotect flag (same pipeline and format, no write protection:
-the sweep alone copies memory over time), five with
+the sweep alone copies memory over time), twelve with
 livedump.protect_aliases=0 (the vmalloc and module areas not protected) and
-five with livedump.protect_user=0 (user mappings not protected). After each
+twelve with livedump.protect_user=0 (user mappings not protected). After each
 dump the host checks the torture invariants in the image with the drgn
 checker (python -m harness check-consistency). The real dumps must hold
 every invariant, the vmalloc class (the vmalloc, vmap and module data
 sweeps, the vmap'ed kthread stacks) and the user class included; the checker must
 catch the unprotected ones as torn, and each of the vmalloc and user
-classes as torn where only its own protection is missing, or it proves
-nothing.
+classes as torn where only its own protection is missing, in at least
+half of a mode's dumps, or it proves nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from harness import dump as dump_mod
 
 pytestmark = pytest.mark.qemu
 
-DUMPS_PER_MODE = 5
+# A dump of the 512 MiB guest takes about 2 s under TCG: twelve per mode keep a control's verdict from
+# hanging on one or two dumps (see MIN_TORN_UNPROTECTED).
+DUMPS_PER_MODE = 12
 # Every finding the torture load yields on this config, with whether it is a known gap (not a failure). A
 # finding that silently disappears, or turns into a gap, fails: the checker must not shrink to what passes.
 # Besides these, one "kthread stack N" per writer kthread (one per online CPU, up to 8), never a gap: the
@@ -43,8 +45,11 @@ VMALLOC_CLASS = ("sweep (vmalloc)", "sweep (vmap)", "sweep (module data)")
 USER_CLASS = ("user sweep (anonymous)", "user sweep (shared)")
 # Every dump keeps user pages, so that the anonymous region is in it.
 INCLUDE_USER = "--include-user"
-# The negative control must be caught at least this often (the load is tuned so tearing is near certain).
-MIN_TORN_UNPROTECTED = 4
+# A control must tear in at least half of its mode's dumps. The rarest tear is the module data sweep's
+# (16 pages, often read by the dump within one sweep turn): 18 of 20 protect_aliases=0 dumps on
+# 2026-12-07. At that rate fewer than 6 of 12 happens about once in 20000 runs; the former rule, 4 of 5,
+# failed about once in 12 (it did, in CI).
+MIN_TORN_UNPROTECTED = DUMPS_PER_MODE // 2
 
 @pytest.fixture(scope="module")
 def torture(pipeline, show):
@@ -130,7 +135,14 @@ def assert_torn_often(reports: list, names: tuple[str, ...] | None, what: str) -
             if (not r.ok if names is None else any(f.violations for f in r.findings if f.name in names))]
     assert len(torn) >= MIN_TORN_UNPROTECTED, (
         f"only {len(torn)} of {len(reports)} {what}: the control no longer detects tearing\n"
-        + "\n".join(r.text() for r in reports))
+        + "\n".join(f"dump {i}: {torn_summary(r)}" for i, r in enumerate(reports)))
+
+
+def torn_summary(report) -> str:
+    """One line per dump (the full reports are in the run directory): which invariants broke, how often."""
+    broken = [f"{f.name} {f.violations}" + (" (known gap)" if f.known_gap else "")
+              for f in report.findings if f.violations]
+    return ", ".join(broken) or "every invariant holds"
 
 
 def assert_only_class_torn(reports: list, names: tuple[str, ...], what: str) -> None:
