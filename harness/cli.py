@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", default=dump_mod.EVERY_PAGE, metavar="CLASSES",
                    help="page classes the dumps leave out (livedump dump --exclude); the default compares every "
                         "page of RAM (default: %(default)s)")
+    p.add_argument("--reserve", type=int, default=None, metavar="PAGES",
+                   help="the dumps' copy-on-write reserve (livedump dump --reserve); 0 for livedump's default "
+                        f"(default: 1/{oracle_mod.RESERVE_SHARE} of guest RAM, so that a slow host does not "
+                        "exhaust it: a full reserve fails pages)")
     p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")
     p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")
     p.add_argument("--vmlinux", type=Path, help="vmlinux of the dumped kernel (default: the harness build's)")

@@ -427,4 +427,4 @@ def test_the_oracle_refuses_arm64_before_building(tmp_path, monkeypatch):
     p = pipeline(tmp_path, arch=ARM64)
     monkeypatch.setattr(p, "build", lambda: pytest.fail("built before refusing"))
     with pytest.raises(HarnessError, match="x86 only"):
-        oracle.command(p, SimpleNamespace(runs=1))
+        oracle.command(p, SimpleNamespace(runs=1, reserve=None))

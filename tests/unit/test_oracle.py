@@ -248,3 +248,19 @@ def test_with_user_mappings_protected_a_user_page_difference_is_unexplained():
     assert oraclecheck.classify(FakeSnapshot(mapcount={5: 1}), 5, DATA, LATER, failed=set()).cls == oraclecheck.USER
     d = oraclecheck.classify(FakeSnapshot(mapcount={5: 1}, user_protected=True), 5, DATA, LATER, failed=set())
     assert d.cls == oraclecheck.UNEXPLAINED
+
+
+def test_the_oracle_reserve_is_a_sixteenth_of_ram_unless_asked(tmp_path, monkeypatch):
+    """Four times livedump's default, so that a slow host does not fail pages; --reserve 0 is the default's."""
+    from types import SimpleNamespace
+
+    from harness.errors import HarnessError
+    from tests.unit.test_arch import pipeline
+
+    p = pipeline(tmp_path, memory="512M")
+    assert oracle.reserve_pages(p, None) == (512 << 20) // 4096 // 16 == 8192
+    assert oracle.reserve_pages(p, 0) == 0
+    assert oracle.reserve_pages(p, 3000) == 3000
+    monkeypatch.setattr(p, "build", lambda: pytest.fail("built before refusing"))
+    with pytest.raises(HarnessError, match="--reserve must be 0"):
+        oracle.command(p, SimpleNamespace(runs=1, reserve=-1))
