@@ -117,6 +117,11 @@ def run(built: Path, path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(built / "test-livedump-note"), *args, str(path)], capture_output=True, text=True)
 
 
+def run_note(built: Path, tmp_path: Path, desc: bytes, loads=LOADS) -> subprocess.CompletedProcess:
+    """The tool on a dump of ``loads`` whose LIVEDUMP note holds ``desc``."""
+    return run(built, write(tmp_path, make_core(livedump_notes(desc), loads)))
+
+
 def write(tmp_path: Path, data: bytes, name: str = "dump.img") -> Path:
     path = tmp_path / name
     path.write_bytes(data)
@@ -160,7 +165,7 @@ def test_prints_the_note_and_cpus(built, tmp_path):
 
 def test_version_3_shows_the_classes_and_finds_the_pfns_after_them(built, tmp_path):
     desc = livedump_desc("v3", pfns=(0x200, 0x201, 0x202), version=3, pages_total=33)
-    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS_33)))
+    r = run_note(built, tmp_path, desc, LOADS_33)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "LIVEDUMP note version 3\n" in out
@@ -173,24 +178,24 @@ def test_version_3_shows_the_classes_and_finds_the_pfns_after_them(built, tmp_pa
 
 def test_version_4_says_whether_vmalloc_and_module_mappings_were_protected(built, tmp_path):
     desc = livedump_desc("v4", pfns=(0x200, 0x201), version=4, pages_total=33)
-    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS_33)))
+    r = run_note(built, tmp_path, desc, LOADS_33)
     assert r.returncode == 0, r.stderr
     assert "LIVEDUMP note version 4\n" in r.stdout and "unknown version" not in r.stdout
     assert "  alias entries:     98 (of those, vmalloc and module mappings)\n" in r.stdout
     # The pfns follow alias_entries.
     assert re.search(r"^\s+0x200-0x201\b", r.stdout, re.M), r.stdout
     off = livedump_desc("v4 off", version=4, pages_total=33, alias_entries=0)
-    r = run(built, write(tmp_path, make_core(livedump_notes(off), LOADS_33)))
+    r = run_note(built, tmp_path, off, LOADS_33)
     assert r.returncode == 0, r.stderr
     assert "  alias entries:     0 (vmalloc and module mappings NOT protected" in r.stdout
     # A version 3 note says nothing about them.
     v3 = livedump_desc("v3", version=3, pages_total=33)
-    assert "alias entries" not in run(built, write(tmp_path, make_core(livedump_notes(v3), LOADS_33))).stdout
+    assert "alias entries" not in run_note(built, tmp_path, v3, LOADS_33).stdout
 
 
 def test_version_5_says_whether_user_mappings_were_protected(built, tmp_path):
     desc = livedump_desc("v5", pfns=(0x300, 0x301), version=5, pages_total=33)
-    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS_33)))
+    r = run_note(built, tmp_path, desc, LOADS_33)
     assert r.returncode == 0, r.stderr
     assert "LIVEDUMP note version 5\n" in r.stdout and "unknown version" not in r.stdout
     assert "  user entries:      12 (user page table entries write-protected)\n" in r.stdout
@@ -198,17 +203,17 @@ def test_version_5_says_whether_user_mappings_were_protected(built, tmp_path):
     # The pfns follow the version 5 fields.
     assert re.search(r"^\s+0x300-0x301\b", r.stdout, re.M), r.stdout
     off = livedump_desc("v5 off", version=5, pages_total=33, user_flags=0, user_entries=0)
-    r = run(built, write(tmp_path, make_core(livedump_notes(off), LOADS_33)))
+    r = run_note(built, tmp_path, off, LOADS_33)
     assert r.returncode == 0, r.stderr
     assert "  user entries:      user mappings NOT protected" in r.stdout
     # A version 4 note says nothing about them.
     v4 = livedump_desc("v4", version=4, pages_total=33)
-    assert "user entries" not in run(built, write(tmp_path, make_core(livedump_notes(v4), LOADS_33))).stdout
+    assert "user entries" not in run_note(built, tmp_path, v4, LOADS_33).stdout
 
 
 def test_version_2_shows_the_costs_and_finds_the_pfns_after_them(built, tmp_path):
     desc = livedump_desc("v2", pfns=(0x100, 0x101), version=2)
-    r = run(built, write(tmp_path, make_core(livedump_notes(desc), LOADS)))
+    r = run_note(built, tmp_path, desc)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "LIVEDUMP note version 2\n" in out
@@ -221,7 +226,7 @@ def test_version_2_shows_the_costs_and_finds_the_pfns_after_them(built, tmp_path
 
 
 def test_version_1_has_no_costs(built, tmp_path):
-    out = run(built, write(tmp_path, make_core(livedump_notes(livedump_desc()), LOADS))).stdout
+    out = run_note(built, tmp_path, livedump_desc()).stdout
     assert "LIVEDUMP note version 1\n" in out
     assert "reserve:" not in out and "slowest fault:" not in out
 
@@ -237,7 +242,7 @@ def test_failed_pfns_are_sorted_and_coalesced(built, tmp_path):
 
 def test_many_ranges_wrap(built, tmp_path):
     pfns = tuple(range(0, 40, 2))  # 20 single pages
-    out = run(built, write(tmp_path, make_core(livedump_notes(livedump_desc(pfns=pfns)), LOADS))).stdout
+    out = run_note(built, tmp_path, livedump_desc(pfns=pfns)).stdout
     lines = [ln for ln in out.splitlines() if ln.startswith("    0x")]
     assert len(lines) == 4 and all(len(ln.split()) <= 6 for ln in lines)
 
