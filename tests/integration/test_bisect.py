@@ -92,9 +92,15 @@ def scratch():
     return {"tree": tree, "series_head": series_head, "commits": shas}
 
 
+# A good step's dump takes 3-7 s from boot to verdict under TCG (CI of 2026-12-07); the broken one hangs until
+# the command timeout, 120 s by default, which three bad steps waited out: 30 s keeps a wide margin.
+STEP_COMMAND_TIMEOUT = "30"
+
+
 def harness(*args: str, timeout: float = 5400) -> subprocess.CompletedProcess:
     accel = os.environ.get("LIVEDUMP_ACCEL", "auto")
-    argv = [sys.executable, "-m", "harness", "bisect", "--accel", accel, *args]
+    argv = [sys.executable, "-m", "harness", "bisect", "--accel", accel, "--command-timeout", STEP_COMMAND_TIMEOUT,
+            *args]
     r = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     print(f"$ {' '.join(argv)}\n--- stdout\n{r.stdout}--- stderr (tail)\n" + "\n".join(r.stderr.splitlines()[-40:]))
     return r
