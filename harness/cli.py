@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "page of RAM (default: %(default)s)")
     p.add_argument("--reserve", type=int, default=None, metavar="PAGES",
                    help="the dumps' copy-on-write reserve (livedump dump --reserve); 0 for livedump's default "
-                        f"(default: 1/{oracle_mod.RESERVE_SHARE} of guest RAM, so that a slow host does not "
+                        f"(default: 1/{dump_mod.AMPLE_RESERVE_SHARE} of guest RAM, so that a slow host does not "
                         "exhaust it: a full reserve fails pages)")
     p = add("check-consistency", "check the test_livedump torture invariants in a dump: is it one instant?")
     p.add_argument("dump", type=Path, help="the dump: image, device or extracted file")

@@ -32,13 +32,6 @@ HOLD_BYTE = b"L"      # LIVEDUMP_TEST_HOLD_BYTE
 RELEASE_BYTE = b"G"   # LIVEDUMP_TEST_HOLD_ANSWER: only it ends the hold
 PAGE_SIZE = 4096
 DUMP_TIMEOUT = 900.0
-# The reserve of the oracle's dumps, as a share of guest RAM: four times livedump's default (1/64). A page
-# first written when the reserve is full fails (a capacity limit, listed in the note and counted), and a
-# failed page of the memmap tears the free lists the classification reads. With the default, a host whose
-# vCPUs are slowed by other work exhausted it under the e2e and torture loads (17:24 on 2026-12-07: 3074
-# COW faults, 2948 slots, 536 failed). The oracle asks whether what the dump holds is the instant; how
-# much reserve a load needs is the bench's reserve_used_max.
-RESERVE_SHARE = 16
 
 
 class OracleError(HarnessError):
@@ -172,8 +165,8 @@ def one_run(p: Pipeline, console: GuestConsole, disks: tuple[Disk, ...], index: 
                               p.options.timeouts.command)
     responder.connect()
     responder.start()
-    flags = (f"--test-hold --exclude {exclude}" + (" --test-no-wrprotect" if no_wrprotect else "")
-             + (f" --reserve {reserve_pages}" if reserve_pages else ""))
+    flags = " ".join(f for f in (f"--test-hold --exclude {exclude}", "--test-no-wrprotect" if no_wrprotect else "",
+                                  dump_mod.reserve_flag(reserve_pages)) if f)
     say(f"oracle run {index}: livedump dump {flags}, QEMU captures the held guest...")
     # A sweep under the load, at the writer's background priority for its first seconds, takes a while.
     timeout = max(DUMP_TIMEOUT, p.options.timeouts.command)
@@ -226,13 +219,16 @@ def oracle(p: Pipeline, runs: int, *, no_wrprotect: bool = False, keep: bool = F
 
 
 def reserve_pages(p: Pipeline, asked: int | None) -> int:
-    """The reserve the oracle's dumps ask for: ``asked`` (--reserve; 0 for livedump's default), else
-    RESERVE_SHARE of the guest's RAM."""
+    """The reserve the oracle's dumps ask for: ``asked`` (--reserve; 0 for livedump's default), else an ample
+    one. With the default, a host whose vCPUs were slowed by other work exhausted it under the e2e and
+    torture loads (2026-12-07: 3074 COW faults, 2948 slots, 536 failed), and a failed page of the memmap
+    tears the free lists the classification reads; the oracle asks whether what the dump holds is the
+    instant, not how much reserve a load needs."""
     if asked is not None:
         if asked < 0:
             raise OracleError("--reserve must be 0 (livedump's default) or a number of pages")
         return asked
-    return dump_mod.memory_bytes(p.options.memory) // PAGE_SIZE // RESERVE_SHARE
+    return dump_mod.ample_reserve_pages(p.options.memory)
 
 
 def command(p: Pipeline, args) -> int:

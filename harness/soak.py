@@ -149,7 +149,7 @@ def soak(p: Pipeline, cycles: int, read_every: int, tolerance: float, *, nmi_sto
         for cycle in range(1, cycles + 1):
             say(f"soak: cycle {cycle}/{cycles}")
             taken = dump_mod.dump_with_markers(console, dump_mod.DUMP_TARGET, reason=f"soak {cycle}",
-                                               flags=f"--reserve {reserve_pages}" if reserve_pages else "")
+                                               flags=dump_mod.reserve_flag(reserve_pages))
             if taken.result.status != 0:
                 result.problems.append(f"cycle {cycle}: livedump dump exited {taken.result.status}: "
                                        f"{taken.result.output.strip()[-500:]}")

@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from harness import dump as dump_mod
 from harness import e2e, fuzz, soak
 from harness.artifacts import Run
 from harness.pipeline import DEFAULT_FRAGMENTS, Options, Pipeline
@@ -48,13 +49,13 @@ KASAN_QUARANTINE_TOLERANCE = 0.04
 # (4133 COW faults in one cycle, against 600-1300): with the vmalloc and module areas protected too (0047),
 # the default reserve (1/64 of RAM plus the stop's copies, 3474 pages at 512 MiB) once filled up and 50 pages
 # failed. Failed pages are listed, not torn; what this test looks for is warnings and leaks, so it sizes the
-# reserve for a debug kernel (1/16 of RAM) rather than count on the default's margin.
-DEBUG_RESERVE_PAGES = 8192
+# reserve for a debug kernel (dump_mod.ample_reserve_pages: 1/16 of RAM) rather than count on the default's
+# margin.
 
 
 def test_a_short_soak_on_the_debug_kernel(debug_pipeline, show):
     result = soak.soak(debug_pipeline, 2, read_every=1, tolerance=KASAN_QUARANTINE_TOLERANCE,
-                       reserve_pages=DEBUG_RESERVE_PAGES)
+                       reserve_pages=dump_mod.ample_reserve_pages(debug_pipeline.options.memory))
     show(f"debug kernel soak: {result.cycles_done} cycles, pauses {result.pause_ns} ns")
     assert result.problems == []
     assert result.cycles_done == 2 and result.torture
